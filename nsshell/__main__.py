@@ -1,0 +1,3 @@
+from nsshell.cli import main
+
+raise SystemExit(main())

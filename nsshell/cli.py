@@ -1,0 +1,396 @@
+"""The ``nsshell`` command line.
+
+``run`` and ``enter`` on an open vault are the hot path: main() recognises
+their plain forms by hand and goes straight to nsshell.client, before
+argparse or anything else heavy is imported.  Every other form goes through
+argparse below.
+"""
+
+import os
+import sys
+
+from nsshell.errors import USAGE, NsshellError
+
+PROG = "nsshell"
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        fast = _fast_path(argv)
+        if fast is not None:
+            return fast()
+        return _dispatch(argv)
+    except NsshellError as exc:
+        _error(exc.message)
+        return exc.code
+    except KeyboardInterrupt:
+        sys.stderr.write("\n")
+        return 130
+
+
+def _error(message):
+    sys.stderr.write(f"nsshell: {message}\n")
+
+
+def _fast_path(argv):
+    """A callable for `run NAME -- CMD...` and `enter NAME`, else None."""
+    if len(argv) >= 4 and argv[0] == "run" and argv[2] == "--" and not argv[1].startswith("-"):
+        name, command = argv[1], argv[3:]
+        return lambda: _run(name, command, None)
+    if len(argv) == 2 and argv[0] == "enter" and not argv[1].startswith("-"):
+        name = argv[1]
+        return lambda: _enter(name, None, None)
+    return None
+
+
+# --- verbs ------------------------------------------------------------------------------
+
+
+def _run(name, command, source):
+    from nsshell import client
+
+    if not command:
+        raise NsshellError("nothing to run: give a command after '--', e.g. nsshell run NAME -- ls", USAGE)
+    client.exec_inside(name, command, passphrase_source=source)
+    return 1  # exec_inside returns only by raising
+
+
+def _enter(name, shell, source):
+    from nsshell import client, kernel, shells
+
+    current = os.environ.get("NSSHELL_VAULT")
+    if current and kernel.in_child_user_namespace():
+        if current == name:
+            raise NsshellError(f"already inside vault {name!r}", USAGE)
+        raise NsshellError(
+            f"already inside vault {current!r}; leave it first (vault leave), then enter {name!r}", USAGE
+        )
+    shell = shell or shells.user_shell()
+    client.exec_inside(
+        name, shells.inner_argv(shell), extra_env=shells.inner_env(shell), passphrase_source=source, session=True
+    )
+    return 1
+
+
+def _source(args):
+    from nsshell.passphrase import PassphraseSource
+
+    return PassphraseSource(passfile=getattr(args, "passfile", None), extpass=getattr(args, "extpass", None))
+
+
+def cmd_run(args):
+    return _run(args.name, list(args.command), _source(args))
+
+
+def cmd_enter(args):
+    return _enter(args.name, args.shell, _source(args))
+
+
+def cmd_create(args):
+    from nsshell import vaults
+
+    vault = vaults.create(args.name, _source(args), cipher_dir=args.cipher_dir, mountpoint=args.mountpoint)
+    if args.json:
+        return _print_json(vaults.describe(vault))
+    print(f"created vault {vault.name!r}")
+    print(f"  ciphertext: {vault.cipher_dir}")
+    print(f"  mountpoint: {vault.mountpoint} (empty to everything outside the vault)")
+    print(f"next: nsshell enter {vault.name}   or   nsshell run {vault.name} -- COMMAND")
+    return 0
+
+
+def cmd_open(args):
+    from nsshell import unlock
+    from nsshell.names import check_name
+
+    check_name(args.name)
+    unlocked = unlock.ensure_open(args.name, _source(args), hold=True)
+    if not args.quiet:
+        verb = "opened" if unlocked else "is already open; it now stays open"
+        sys.stderr.write(f"vault {args.name!r} {verb} until 'nsshell lock {args.name}'\n")
+    return 0
+
+
+def cmd_lock(args):
+    from nsshell import registry, unlock
+
+    if args.all == bool(args.name):
+        raise NsshellError("name one vault, or use --all", USAGE)
+    names = sorted(registry.load()) if args.all else [args.name]
+    if not args.all:
+        registry.get(args.name)
+    failures, last_code = 0, 0
+    for name in names:
+        try:
+            locked = unlock.lock(name, force=args.force)
+        except NsshellError as exc:
+            _error(exc.message)
+            failures += 1
+            last_code = exc.code
+            continue
+        if locked:
+            sys.stderr.write(f"vault {name!r} locked\n")
+        elif not args.all:
+            sys.stderr.write(f"vault {name!r} was not open\n")
+    return last_code if failures else 0
+
+
+def cmd_list(args):
+    from nsshell import vaults
+
+    rows = vaults.overview()
+    if args.json:
+        return _print_json(rows)
+    if not rows:
+        print("no vaults yet; create one with: nsshell create NAME")
+        return 0
+    _print_table(
+        ["NAME", "STATE", "SESSIONS", "MOUNTPOINT", "CIPHER DIR"],
+        [[r["name"], r["state"], str(r["sessions"]), _tilde(r["mountpoint"]), _tilde(r["cipher_dir"])] for r in rows],
+        colour_column=1,
+    )
+    return 0
+
+
+def cmd_status(args):
+    from nsshell import registry, vaults
+
+    if args.name:
+        registry.get(args.name)
+    rows = vaults.overview(only=args.name, detail=True)
+    if args.json:
+        return _print_json(rows[0] if args.name else rows)
+    if not rows:
+        print("no vaults yet; create one with: nsshell create NAME")
+    for row in rows:
+        print(f"{row['name']}: {_paint(row['state'])}")
+        if row.get("error"):
+            print(f"  error:      {row['error']}")
+        print(f"  sessions:   {row['sessions']}" + (f" (pids {', '.join(map(str, row['session_pids']))})" if row.get("session_pids") else ""))
+        print(f"  mountpoint: {row['mountpoint']}")
+        print(f"  cipher dir: {row['cipher_dir']}")
+        print(f"  linger:     {row['linger']}s" + ("; held open until 'nsshell lock'" if row.get("hold") else ""))
+    return 0
+
+
+def cmd_ps(args):
+    from nsshell import registry, vaults
+
+    registry.get(args.name)
+    procs = vaults.processes(args.name)
+    if args.json:
+        return _print_json(procs)
+    if procs is None or not procs:
+        state = "locked" if procs is None else "open with no processes"
+        sys.stderr.write(f"vault {args.name!r} is {state}; no process can see it\n")
+        return 0
+    _print_table(["PID", "COMMAND"], [[str(p["pid"]), p["command"]] for p in procs])
+    return 0
+
+
+def cmd_remove(args):
+    from nsshell import vaults
+
+    vault = vaults.remove(args.name, purge=args.purge, assume_yes=args.yes)
+    if args.purge:
+        sys.stderr.write(f"removed vault {vault.name!r} and deleted its ciphertext\n")
+    else:
+        sys.stderr.write(
+            f"removed vault {vault.name!r} from the registry; its ciphertext stays in {vault.cipher_dir}\n"
+        )
+    return 0
+
+
+def cmd_doctor(args):
+    from nsshell import doctor
+
+    checks = doctor.run_checks()
+    if args.json:
+        _print_json([c.as_dict() for c in checks])
+    else:
+        for check in checks:
+            mark = {"ok": "ok  ", "warn": "WARN", "fail": "FAIL"}[check.status]
+            print(f"[{_paint(mark.strip(), mark)}] {check.title}: {check.detail}")
+            if check.fix and check.status != "ok":
+                print(f"       fix: {check.fix}")
+    return 0 if all(c.status != "fail" for c in checks) else 5
+
+
+def cmd_init(args):
+    from nsshell import shells
+
+    sys.stdout.write(shells.render_init(args.shell, cmd=args.cmd, prompt=not args.no_prompt))
+    return 0
+
+
+# --- output -----------------------------------------------------------------------------
+
+
+def _print_json(value):
+    import json
+
+    print(json.dumps(value, indent=2))
+    return 0
+
+
+def _colour_enabled():
+    return sys.stdout.isatty() and "NO_COLOR" not in os.environ and os.environ.get("TERM") != "dumb"
+
+
+_COLOURS = {"open": "32", "ok": "32", "locked": "2", "failed": "31", "FAIL": "31", "WARN": "33"}
+
+
+def _paint(word, shown=None):
+    shown = word if shown is None else shown
+    code = _COLOURS.get(word)
+    if code and _colour_enabled():
+        return f"\033[{code}m{shown}\033[0m"
+    return shown
+
+
+def _tilde(path):
+    home = os.environ.get("HOME", "")
+    if home and (path == home or path.startswith(home.rstrip("/") + "/")):
+        return "~" + path[len(home.rstrip("/")) :]
+    return path
+
+
+def _print_table(header, rows, colour_column=None):
+    widths = [max(len(str(row[i])) for row in [header] + rows) for i in range(len(header))]
+    print("  ".join(h.ljust(w) for h, w in zip(header, widths)).rstrip())
+    for row in rows:
+        cells = []
+        for i, (cell, width) in enumerate(zip(row, widths)):
+            padded = cell.ljust(width)
+            cells.append(_paint(cell, padded) if i == colour_column else padded)
+        print("  ".join(cells).rstrip())
+
+
+# --- parser -----------------------------------------------------------------------------
+
+DESCRIPTION = """\
+Encrypted directories that only the sessions you start in them can see.
+
+A vault is a gocryptfs directory mounted inside a private user+mount
+namespace. Commands you run with 'nsshell run' or shells you start with
+'nsshell enter' see the plaintext at its mountpoint; every other process
+(other terminals, daemons, indexers) sees an empty directory.
+"""
+
+EPILOG = """\
+examples:
+  nsshell create taxes                      make a vault (asks for a passphrase twice)
+  nsshell run taxes -- okular ~/Vaults/taxes/2025.pdf
+  nsshell enter taxes                       a shell inside; 'exit' leaves
+  nsshell lock --all                        lock everything now
+
+shell integration (adds 'vault enter/leave', a prompt marker, TAB completion):
+  eval "$(nsshell init bash)"   # in ~/.bashrc; or zsh in ~/.zshrc
+  xontrib load nsshell          # in ~/.xonshrc
+
+files: registry $XDG_CONFIG_HOME/nsshell/vaults.toml, ciphertext
+$XDG_DATA_HOME/nsshell/vaults/NAME, sockets $XDG_RUNTIME_DIR/nsshell/.
+exit codes: 0 ok, 1 error, 2 usage, 3 unknown vault, 4 passphrase, 5 machine
+unsupported, 6 busy, 7 conflict, 8 unsafe runtime dir; run/enter: the command's.
+"""
+
+
+def _parser():
+    import argparse
+
+    from nsshell import __version__
+
+    parser = argparse.ArgumentParser(
+        prog=PROG, description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--version", action="version", version=f"nsshell {__version__}")
+    parser.add_argument("--json", action="store_true", help="machine-readable output (list, status, ps, doctor, create)")
+    sub = parser.add_subparsers(dest="verb", metavar="COMMAND")
+
+    def verb(name, func, help_text, description=None):
+        p = sub.add_parser(name, help=help_text, description=description or help_text)
+        p.set_defaults(func=func)
+        p.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+        return p
+
+    def passphrase_options(p):
+        p.add_argument("--passfile", metavar="FILE", help="read the passphrase from the first line of FILE ('-': stdin)")
+        p.add_argument("--extpass", metavar="PROGRAM", help="let gocryptfs run PROGRAM to get the passphrase")
+
+    p = verb("create", cmd_create, "create a new encrypted vault")
+    p.add_argument("name", help="letters, digits, '.', '_', '-'; at most 64 bytes")
+    p.add_argument("--passfile", metavar="FILE", help="read the new passphrase from the first line of FILE")
+    p.add_argument("--cipher-dir", metavar="DIR", help="where the ciphertext lives (default: $XDG_DATA_HOME/nsshell/vaults/NAME)")
+    p.add_argument("--mountpoint", metavar="DIR", help="where sessions see the plaintext (default: ~/Vaults/NAME)")
+
+    p = verb(
+        "run",
+        cmd_run,
+        "run one command inside a vault",
+        "Run COMMAND inside vault NAME (unlocking it first if needed), in the current directory, "
+        "with the terminal passed through. Exits with COMMAND's status.",
+    )
+    p.add_argument("name")
+    passphrase_options(p)
+    p.add_argument("command", nargs="*", metavar="-- COMMAND [ARG...]")
+
+    p = verb(
+        "enter",
+        cmd_enter,
+        "start your shell inside a vault",
+        "Start an interactive shell inside vault NAME, in the current directory with the same "
+        "environment. Sets NSSHELL_VAULT and NSSHELL_MOUNTPOINT. 'exit' leaves.",
+    )
+    p.add_argument("name")
+    passphrase_options(p)
+    p.add_argument("--shell", metavar="PATH", help="shell to start (default: $SHELL)")
+
+    p = verb("open", cmd_open, "unlock a vault and keep it open with no session, until 'lock'")
+    p.add_argument("name")
+    passphrase_options(p)
+    p.add_argument("-q", "--quiet", action="store_true")
+
+    p = verb("lock", cmd_lock, "lock a vault (or all of them)")
+    p.add_argument("name", nargs="?")
+    p.add_argument("--all", action="store_true", help="lock every open vault")
+    p.add_argument("--force", action="store_true", help="end running sessions first (SIGHUP, then SIGKILL)")
+
+    verb("list", cmd_list, "list vaults and whether they are open")
+
+    p = verb("status", cmd_status, "show details of one vault, or all")
+    p.add_argument("name", nargs="?")
+
+    p = verb("ps", cmd_ps, "list the processes that can see a vault")
+    p.add_argument("name")
+
+    p = verb("remove", cmd_remove, "forget a vault (and with --purge, delete its ciphertext)")
+    p.add_argument("name")
+    p.add_argument("--purge", action="store_true", help="also delete the encrypted data, irrevocably")
+    p.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation of --purge")
+
+    verb("doctor", cmd_doctor, "check that this machine can run vaults, and say how to fix what is missing")
+
+    p = verb("init", cmd_init, "print shell integration code: eval \"$(nsshell init bash)\"")
+    p.add_argument("shell", choices=["bash", "zsh", "xonsh"])
+    p.add_argument("--cmd", default="vault", help="name of the shell function (default: vault)")
+    p.add_argument("--no-prompt", action="store_true", help="leave the prompt alone")
+    return parser
+
+
+def _dispatch(argv):
+    parser = _parser()
+    command = None
+    if argv and argv[0] == "run" and "--" in argv:
+        # Everything after the first '--' is the command, options included.
+        split = argv.index("--")
+        argv, command = argv[:split], argv[split + 1 :]
+    args = parser.parse_args(argv)
+    if command is not None:
+        args.command = command
+    if not getattr(args, "verb", None):
+        parser.print_help()
+        return USAGE
+    if not hasattr(args, "json"):
+        args.json = False
+    return args.func(args)

@@ -1,0 +1,30 @@
+"""Exit codes and the one exception type the CLI turns into a one-line error.
+
+Exit codes are part of the interface: scripts and the shell integrations
+branch on them.  ``run`` and ``enter`` otherwise exit with the command's own
+status, like env(1); 126/127 mean the command could not be started.
+"""
+
+OK = 0
+FAILURE = 1  # something went wrong that fits no finer code
+USAGE = 2  # bad arguments (argparse uses 2 as well)
+NOT_FOUND = 3  # no vault by that name
+BAD_PASSPHRASE = 4  # wrong passphrase, or none could be read
+UNSUPPORTED = 5  # this machine lacks something: user namespaces, /dev/fuse, gocryptfs
+BUSY = 6  # sessions still run, or the vault is in use in a way that blocks the request
+CONFLICT = 7  # the request contradicts existing state (name taken, mountpoint not empty, ...)
+UNSAFE = 8  # a file or directory nsshell relies on has the wrong owner, type or mode
+CANNOT_EXECUTE = 126
+COMMAND_NOT_FOUND = 127
+
+
+class NsshellError(Exception):
+    """An error the user can act on: ``message`` says what happened and what to do."""
+
+    def __init__(self, message, code=FAILURE):
+        super().__init__(message)
+        self.message = message
+        self.code = code
+
+    def __str__(self):
+        return self.message

@@ -1,0 +1,631 @@
+"""The holder: what keeps one vault open.  Started by ``nsshell`` on demand
+as ``python -m nsshell.holder``, detached from any terminal.
+
+It is two processes, because of who may reach whom (NAMESPACE-FACTS 4, 7, 8):
+
+- the *supervisor* stays in the initial namespaces.  It starts the backend
+  (gocryptfs) there, so the FUSE daemon has no handle on the vault's
+  namespace, watches it, and removes the runtime files at the end;
+- the *keeper*, forked from it, unshares a user+mount namespace, goes
+  non-dumpable (so no process of the same user can nsenter it or walk
+  /proc/PID/root), mounts FUSE inside, hands the FUSE fd to the supervisor,
+  verifies the mount, and then serves the vault's control socket.  It knows
+  every session and locks the vault when the last one ends.
+
+Control protocol (one line each way, on a unix stream socket, same uid only):
+  JOIN            -> "OK <mountpoint>" + fds [user ns, mount ns] | "ERR <code> <message>"
+  STATUS          -> one line of JSON
+  HOLD            -> "OK": stay open with no session until LOCK
+  LOCK [force]    -> "OK" and the vault locks | "ERR 6 ..." while sessions run
+
+The passphrase is never read here: the client hands us the read end of a
+pipe that already holds it, and it becomes gocryptfs's stdin.
+"""
+
+import errno
+import json
+import os
+import selectors
+import signal
+import socket
+import sys
+import time
+
+from nsshell import kernel, paths
+from nsshell.backend import BACKEND
+from nsshell.errors import BUSY, CONFLICT, FAILURE, UNSAFE, NsshellError
+
+FIRST_JOIN_GRACE = 30.0  # seconds a freshly unlocked vault waits for its first session
+END_SESSIONS_GRACE = 3.0  # seconds between SIGHUP and SIGKILL when sessions are ended
+BACKEND_EXIT_GRACE = 5.0  # seconds the backend gets to exit by itself after the unmount
+READY_TIMEOUT = 120.0  # scrypt is slow on purpose; a hung backend is not
+
+
+def _line(text):
+    return (text.replace("\n", " ") + "\n").encode()
+
+
+def _error_line(exc):
+    code = getattr(exc, "code", FAILURE)
+    return _line(f"ERR {code} {exc}")
+
+
+def process_start_time(pid):
+    """Start time of pid in clock ticks since boot, or None if it is gone.
+
+    A pid plus its start time names a process for good: a reused pid has a
+    different start time, so stale records never make us signal a stranger."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            raw = f.read()
+    except OSError:
+        return None
+    # The command name can hold spaces and parentheses; fields resume after the last ')'.
+    fields = raw[raw.rindex(b")") + 2 :].split()
+    return int(fields[19])
+
+
+# --- keeper -----------------------------------------------------------------------------
+
+
+class Keeper:
+    def __init__(self, spec, channel):
+        self.spec = spec
+        self.name = spec["name"]
+        self.mountpoint = spec["mountpoint"]
+        self.channel = channel  # socketpair end shared with the supervisor
+        self.sessions = {}  # pid -> pidfd
+        self.hold = bool(spec.get("hold"))
+        self.linger = float(spec.get("linger", 0))
+        self.failed = None  # message once the backend has died
+        self.deadline = None  # when to lock if still idle
+        self.listener = None
+        self.selector = selectors.DefaultSelector()
+        self.socket_path = paths.socket_path(self.name, spec["runtime_dir"])
+
+    # Steps until the vault is open, in order.  Any of them may raise.
+
+    def enter_private_namespace(self):
+        uid, gid = os.getuid(), os.getgid()
+        kernel.unshare_user_and_mount()
+        kernel.map_self_one_to_one(uid, gid)
+        kernel.make_undumpable()  # after the maps: see NAMESPACE-FACTS 1
+        kernel.make_root_recursive_slave()
+
+    def check_mountpoint(self):
+        try:
+            entries = os.listdir(self.mountpoint)
+        except FileNotFoundError:
+            raise NsshellError(f"mountpoint {self.mountpoint} does not exist; create it or fix the registry", CONFLICT) from None
+        except NotADirectoryError:
+            raise NsshellError(f"mountpoint {self.mountpoint} is not a directory", CONFLICT) from None
+        if entries:
+            raise NsshellError(
+                f"mountpoint {self.mountpoint} is not empty ({len(entries)} entries); files there are not "
+                "encrypted: move them out (into the vault once it is open) and try again",
+                CONFLICT,
+            )
+
+    def mount_and_hand_over_fuse_fd(self):
+        fuse_fd = kernel.open_fuse_device()
+        kernel.mount_fuse(
+            fuse_fd, self.mountpoint, f"nsshell:{self.name}", BACKEND.fuse_subtype, os.getuid(), os.getgid()
+        )
+        kernel.send_with_fds(self.channel, b"FUSE\n", [fuse_fd])
+        os.close(fuse_fd)
+
+    def wait_for_backend(self):
+        reply, _ = kernel.recv_line_with_fds(self.channel, max_fds=0)
+        if reply.strip() != b"SERVING":
+            # The backend failed; the supervisor tells the client why.  Take the
+            # dead mount down so nothing can ever write beneath it.
+            kernel.unmount(self.mountpoint, detach=True)
+            os._exit(0)
+
+    def verify_mount(self):
+        """Never let a session start on a bare directory (NAMESPACE-FACTS 5)."""
+        entry = kernel.mount_entry(self.mountpoint)
+        if entry is None or entry[0] != f"fuse.{BACKEND.fuse_subtype}":
+            raise NsshellError(f"the vault did not mount at {self.mountpoint}; nothing was started", FAILURE)
+        os.listdir(self.mountpoint)  # a first read also lets the backend settle (NAMESPACE-FACTS 6)
+        if os.stat(self.mountpoint).st_dev == os.stat(os.path.dirname(self.mountpoint) or "/").st_dev:
+            raise NsshellError(f"{self.mountpoint} is not a separate filesystem; nothing was started", FAILURE)
+
+    def listen(self):
+        old_umask = os.umask(0o077)
+        try:
+            self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+            try:
+                os.unlink(self.socket_path)
+            except FileNotFoundError:
+                pass
+            bind_unix(self.listener, self.socket_path)
+            os.chmod(self.socket_path, 0o600)
+            self.listener.listen(64)
+        finally:
+            os.umask(old_umask)
+
+    # Serving.
+
+    def serve(self):
+        self.my_mount_ns = kernel.namespace_id("mnt")
+        self.user_ns_fd = os.open("/proc/self/ns/user", os.O_RDONLY | os.O_CLOEXEC)
+        self.mount_ns_fd = os.open("/proc/self/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
+        self.selector.register(self.listener, selectors.EVENT_READ, self.accept)
+        self.selector.register(self.channel, selectors.EVENT_READ, self.from_supervisor)
+        if not self.hold:
+            self.deadline = time.monotonic() + max(FIRST_JOIN_GRACE, self.linger)
+        while True:
+            timeout = None if self.deadline is None else max(0.0, self.deadline - time.monotonic())
+            events = self.selector.select(timeout)
+            for key, _ in events:
+                key.data(key.fileobj)
+            if self.deadline is not None and time.monotonic() >= self.deadline:
+                self.deadline = None
+                self.idle_check()
+
+    def from_supervisor(self, channel):
+        try:
+            message = channel.recv(256)
+        except OSError:
+            message = b""
+        if message.startswith(b"BACKEND-EXITED"):
+            code = message.split()[1].decode() if len(message.split()) > 1 else "?"
+            self.failed = (
+                f"vault {self.name!r} failed: its gocryptfs process exited (code {code}); "
+                f"leave its sessions or run 'nsshell lock {self.name} --force', then open it again"
+            )
+            self.idle_check()
+        elif not message:
+            # The supervisor is gone (killed).  The backend may still serve;
+            # keep going, and clean up the runtime files ourselves at the end.
+            self.selector.unregister(channel)
+            self.channel = None
+
+    def accept(self, listener):
+        try:
+            conn, _ = listener.accept()
+        except OSError:
+            return
+        with conn:
+            conn.settimeout(2.0)
+            try:
+                pid, uid, _gid = kernel.peer_credentials(conn)
+                if uid != os.getuid():
+                    return  # another user: say nothing at all
+                request, _ = kernel.recv_line_with_fds(conn, max_fds=0, limit=256)
+                self.handle(conn, pid, request.decode(errors="replace").split())
+            except (OSError, ValueError):
+                return
+
+    def handle(self, conn, pid, words):
+        verb = words[0] if words else ""
+        if verb == "JOIN":
+            if self.failed:
+                conn.sendall(_line(f"ERR {FAILURE} {self.failed}"))
+                return
+            self.add_session(pid)
+            history = self.spec.get("history", "vault")
+            kernel.send_with_fds(conn, _line(f"OK {history} {self.mountpoint}"), [self.user_ns_fd, self.mount_ns_fd])
+        elif verb == "STATUS":
+            conn.sendall((json.dumps(self.status()) + "\n").encode())
+        elif verb == "HOLD":
+            self.hold = True
+            self.deadline = None
+            conn.sendall(b"OK\n")
+        elif verb == "LOCK":
+            force = "force" in words[1:]
+            self.refresh_sessions()
+            if self.sessions and not force:
+                count = len(self.sessions)
+                conn.sendall(
+                    _line(
+                        f"ERR {BUSY} vault {self.name!r} has {count} session{'s' if count != 1 else ''} "
+                        f"(see 'nsshell ps {self.name}'); leave them, or use 'nsshell lock {self.name} --force' "
+                        "to end them"
+                    )
+                )
+                return
+            conn.sendall(b"OK\n")
+            self.lock_and_exit()
+        else:
+            conn.sendall(_line(f"ERR {FAILURE} unknown request"))
+
+    def status(self):
+        self.refresh_sessions()
+        return {
+            "name": self.name,
+            "state": "failed" if self.failed else "open",
+            "error": self.failed,
+            "sessions": sorted(self.sessions),
+            "members": self.namespace_members(),
+            "hold": self.hold,
+            "linger": self.linger,
+            "mountpoint": self.mountpoint,
+            "cipher_dir": self.spec["cipher_dir"],
+            "mount_namespace": self.my_mount_ns,
+            "keeper_pid": os.getpid(),
+        }
+
+    # Sessions.
+
+    def add_session(self, pid):
+        if pid in self.sessions:
+            return
+        try:
+            pidfd = kernel.pidfd_open(pid)
+        except ProcessLookupError:
+            return
+        self.sessions[pid] = pidfd
+        self.selector.register(pidfd, selectors.EVENT_READ, lambda fd, pid=pid: self.session_ended(pid))
+        self.deadline = None
+
+    def session_ended(self, pid):
+        pidfd = self.sessions.pop(pid, None)
+        if pidfd is not None:
+            self.selector.unregister(pidfd)
+            os.close(pidfd)
+        if not self.sessions:
+            self.idle_check()
+
+    def namespace_members(self):
+        """Every process in this mount namespace except us: sessions and what
+        they started.  Identity by namespace inode, never by name."""
+        members = []
+        me = os.getpid()
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit() or int(entry) == me:
+                continue
+            try:
+                if os.readlink(f"/proc/{entry}/ns/mnt") == self.my_mount_ns:
+                    members.append(int(entry))
+            except OSError:
+                continue
+        return members
+
+    def refresh_sessions(self):
+        """Adopt processes left in the namespace by sessions that ended
+        (a background job, a forked editor): the vault stays open for them."""
+        for pid in self.namespace_members():
+            self.add_session(pid)
+
+    def idle_check(self):
+        if self.sessions:
+            return
+        self.refresh_sessions()
+        if self.sessions:
+            return
+        if self.failed:
+            self.lock_and_exit()
+        if self.hold:
+            return
+        if self.deadline is None and self.linger > 0:
+            self.deadline = time.monotonic() + self.linger
+            return
+        self.lock_and_exit()
+
+    def end_sessions(self):
+        """SIGHUP (shells save history and exit), then SIGKILL what is left."""
+        for _ in range(2):
+            self.refresh_sessions()
+            for pid in list(self.sessions):
+                _signal_pidfd(self.sessions[pid], signal.SIGHUP)
+            deadline = time.monotonic() + END_SESSIONS_GRACE
+            while self.sessions and time.monotonic() < deadline:
+                for key, _ in self.selector.select(0.05):
+                    key.data(key.fileobj)
+            for pid in list(self.sessions):
+                _signal_pidfd(self.sessions[pid], signal.SIGKILL)
+            time.sleep(0.05)
+
+    def lock_and_exit(self):
+        self.stop_listening()
+        if self.channel is not None:
+            self.selector.unregister(self.channel)
+        self.end_sessions()
+        for attempt in range(20):
+            try:
+                kernel.unmount(self.mountpoint)
+                break
+            except OSError as exc:
+                if exc.errno in (errno.EINVAL, errno.ENOENT):
+                    break  # already gone
+                if exc.errno != errno.EBUSY or attempt == 19:
+                    kernel.unmount(self.mountpoint, detach=True)
+                    break
+                time.sleep(0.05)
+        if self.channel is None:
+            cleanup_runtime_files(self.spec["name"], self.spec["runtime_dir"])
+        os._exit(0)
+
+    def stop_listening(self):
+        if self.listener is not None:
+            try:
+                if os.stat(self.socket_path).st_ino == os.fstat(self.listener.fileno()).st_ino:
+                    os.unlink(self.socket_path)
+            except OSError:
+                try:
+                    os.unlink(self.socket_path)
+                except OSError:
+                    pass
+            self.selector.unregister(self.listener)
+            self.listener.close()
+            self.listener = None
+
+
+def _signal_pidfd(pidfd, signum):
+    try:
+        signal.pidfd_send_signal(pidfd, signum)
+    except OSError:
+        pass
+
+
+def bind_unix(sock, path):
+    """bind() that also works when path exceeds sun_path's 108 bytes."""
+    if len(os.fsencode(path)) < 100:
+        sock.bind(path)
+        return
+    here = os.open(".", os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.chdir(os.path.dirname(path))
+        sock.bind(os.path.basename(path))
+    finally:
+        os.fchdir(here)
+        os.close(here)
+
+
+def run_keeper(spec, channel):
+    keeper = Keeper(spec, channel)
+    try:
+        kernel.set_process_name("nsshell-keeper")
+        keeper.enter_private_namespace()
+        keeper.check_mountpoint()
+        keeper.mount_and_hand_over_fuse_fd()
+        keeper.wait_for_backend()
+        keeper.verify_mount()
+        keeper.listen()
+    except (NsshellError, OSError) as exc:
+        if isinstance(exc, OSError) and not isinstance(exc, kernel.KernelError):
+            exc = NsshellError(f"cannot open the vault: {exc}", FAILURE)
+        try:
+            channel.sendall(_error_line(exc))
+        except OSError:
+            pass
+        os._exit(1)
+    channel.sendall(b"READY\n")
+    keeper.serve()
+
+
+# --- supervisor -------------------------------------------------------------------------
+
+
+def cleanup_runtime_files(name, runtime_dir):
+    for path in (paths.state_path(name, runtime_dir), paths.log_path(name, runtime_dir)):
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+
+
+def write_state(name, runtime_dir, **fields):
+    path = paths.state_path(name, runtime_dir)
+    tmp = f"{path}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(fields, f)
+    os.replace(tmp, path)
+
+
+class Supervisor:
+    def __init__(self, spec, passphrase_fd, status_fd):
+        self.spec = spec
+        self.name = spec["name"]
+        self.runtime_dir = spec["runtime_dir"]
+        self.passphrase_fd = passphrase_fd
+        self.status = os.fdopen(status_fd, "wb", buffering=0)
+        self.backend = None
+        self.keeper_pid = None
+        self.notified = False
+
+    def report(self, line):
+        if self.status is not None:
+            try:
+                self.status.write(line)
+                self.status.close()
+            except OSError:
+                pass
+            self.status = None
+
+    def run(self):
+        kernel.set_process_name("nsshell-holder")
+        me = os.getpid()
+        write_state(self.name, self.runtime_dir, supervisor=[me, process_start_time(me)], keeper=None, backend=None)
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.keeper_pid = os.fork()
+        if self.keeper_pid == 0:
+            ours.close()
+            os.close(self.passphrase_fd)
+            if self.status is not None:
+                self.status.close()
+            run_keeper(self.spec, theirs)
+            os._exit(0)
+        theirs.close()
+        # Only now: the keeper inherits dumpability, and must still be able
+        # to write its own uid_map before it goes non-dumpable itself.
+        kernel.make_undumpable()
+        keeper_fd = kernel.pidfd_open(self.keeper_pid)
+        try:
+            self.start_backend(ours)
+        except NsshellError as exc:
+            self.report(_error_line(exc))
+            self.finish(keeper_fd)
+            return
+        self.watch(ours, keeper_fd)
+
+    def start_backend(self, channel):
+        reply, fds = kernel.recv_line_with_fds(channel, max_fds=1)
+        if not reply.startswith(b"FUSE") or len(fds) != 1:
+            text = reply.decode(errors="replace").strip()
+            if text.startswith("ERR "):
+                _, code, message = text.split(" ", 2)
+                raise NsshellError(message, int(code))
+            raise NsshellError("the vault's namespace could not be set up", FAILURE)
+        fuse_fd = fds[0]
+        # SIGUSR1 is gocryptfs saying "serving"; its default action would kill us.
+        wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.signal(signal.SIGUSR1, lambda *_: setattr(self, "notified", True))
+        signal.set_wakeup_fd(wake_w)
+        argv = BACKEND.serve_argv(self.spec["cipher_dir"], fuse_fd, os.getpid())
+        argv.insert(1, "-nosyslog")
+        if self.spec.get("extpass"):
+            argv[2:2] = ["-extpass", self.spec["extpass"]]
+        pid = os.fork()
+        if pid == 0:
+            try:
+                os.dup2(self.passphrase_fd, 0)
+                os.set_inheritable(fuse_fd, True)
+                signal.signal(signal.SIGUSR1, signal.SIG_DFL)
+                os.execv(argv[0], argv)
+            finally:
+                os._exit(127)
+        os.close(fuse_fd)
+        os.close(self.passphrase_fd)
+        self.backend = (pid, kernel.pidfd_open(pid))
+        me = os.getpid()
+        write_state(
+            self.name,
+            self.runtime_dir,
+            supervisor=[me, process_start_time(me)],
+            keeper=[self.keeper_pid, process_start_time(self.keeper_pid)],
+            backend=[pid, process_start_time(pid)],
+        )
+        deadline = time.monotonic() + READY_TIMEOUT
+        waiter = selectors.DefaultSelector()
+        waiter.register(wake_r, selectors.EVENT_READ)
+        waiter.register(self.backend[1], selectors.EVENT_READ)
+        while not self.notified:
+            exited = self.backend_exit_code()
+            if exited is not None:
+                channel.sendall(b"FAILED\n")
+                raise BACKEND.explain_exit(exited, self.log_tail())
+            if time.monotonic() > deadline:
+                channel.sendall(b"FAILED\n")
+                raise NsshellError("gocryptfs did not start serving within two minutes; see its log", FAILURE)
+            waiter.select(1.0)
+            try:
+                os.read(wake_r, 64)
+            except BlockingIOError:
+                pass
+        channel.sendall(b"SERVING\n")
+        reply, _ = kernel.recv_line_with_fds(channel, max_fds=0)
+        text = reply.decode(errors="replace").strip()
+        if text != "READY":
+            if text.startswith("ERR "):
+                _, code, message = text.split(" ", 2)
+                raise NsshellError(message, int(code))
+            raise NsshellError("the vault's holder stopped while opening it", FAILURE)
+        self.report(b"READY\n")
+
+    def backend_exit_code(self):
+        if self.backend is None:
+            return None
+        pid, _ = self.backend
+        try:
+            done, status = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            return -1
+        if done == 0:
+            return None
+        self.backend = None
+        return os.waitstatus_to_exitcode(status)
+
+    def log_tail(self):
+        try:
+            with open(paths.log_path(self.name, self.runtime_dir), "rb") as f:
+                lines = [line.strip() for line in f.read().decode(errors="replace").splitlines() if line.strip()]
+            return lines[-1] if lines else ""
+        except OSError:
+            return ""
+
+    def watch(self, channel, keeper_fd):
+        """Until the keeper exits: pass on a backend death, then clean up."""
+        waiter = selectors.DefaultSelector()
+        waiter.register(keeper_fd, selectors.EVENT_READ)
+        if self.backend is not None:
+            waiter.register(self.backend[1], selectors.EVENT_READ, "backend")
+        keeper_alive = True
+        while keeper_alive:
+            for key, _ in waiter.select():
+                if key.data == "backend":
+                    code = self.backend_exit_code()
+                    if code is not None:
+                        waiter.unregister(key.fileobj)
+                        try:
+                            channel.sendall(_line(f"BACKEND-EXITED {code}"))
+                        except OSError:
+                            pass
+                else:
+                    keeper_alive = False
+        self.finish(keeper_fd)
+
+    def finish(self, keeper_fd):
+        try:
+            os.waitpid(self.keeper_pid, 0)
+        except ChildProcessError:
+            pass
+        os.close(keeper_fd)
+        if self.backend is not None:
+            # After the unmount gocryptfs sees ENODEV and exits by itself.  If the
+            # keeper was killed while sessions still hold the namespace, the mount
+            # lives on in them: stop the backend so it cannot outlive its holder.
+            deadline = time.monotonic() + BACKEND_EXIT_GRACE
+            while self.backend_exit_code() is None and time.monotonic() < deadline:
+                time.sleep(0.02)
+            if self.backend is not None:
+                pid, pidfd = self.backend
+                _signal_pidfd(pidfd, signal.SIGTERM)
+                try:
+                    os.waitpid(pid, 0)
+                except ChildProcessError:
+                    pass
+        self.report(_line(f"ERR {FAILURE} the vault's holder stopped while opening it"))
+        try:
+            os.unlink(paths.socket_path(self.name, self.runtime_dir))
+        except FileNotFoundError:
+            pass
+        cleanup_runtime_files(self.name, self.runtime_dir)
+
+
+def main(argv):
+    """Entry point: ``python -m nsshell.holder SPEC_FD PASSPHRASE_FD STATUS_FD``.
+
+    Forks once more and returns at once, so that the supervisor is adopted by
+    init (or the session's subreaper) instead of becoming a child of whatever
+    command the client execs next."""
+    spec_fd, passphrase_fd, status_fd = (int(x) for x in argv)
+    # pass_fds made these inheritable; gocryptfs must not inherit the status
+    # pipe, or the client would wait for gocryptfs to exit before it sees EOF.
+    for fd in (passphrase_fd, status_fd):
+        os.set_inheritable(fd, False)
+    with os.fdopen(spec_fd, "rb") as f:
+        spec = json.loads(f.read())
+    try:
+        paths.check_private_dir(spec["runtime_dir"])
+    except NsshellError as exc:
+        os.write(status_fd, _error_line(exc))
+        return UNSAFE
+    if os.fork() != 0:
+        os._exit(0)
+    # Our stdout/stderr and gocryptfs's go to the vault's log (0600, runtime dir).
+    log_fd = os.open(
+        paths.log_path(spec["name"], spec["runtime_dir"]), os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600
+    )
+    os.dup2(log_fd, 1)
+    os.dup2(log_fd, 2)
+    os.close(log_fd)
+    Supervisor(spec, passphrase_fd, status_fd).run()
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

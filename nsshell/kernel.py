@@ -1,0 +1,282 @@
+"""Every call nsshell makes into the kernel's namespace, mount and process
+machinery, as small named steps.
+
+Each step raises KernelError with a sentence that says what failed and what
+to do about it.  Nothing else in nsshell calls unshare, setns, mount or prctl.
+
+This module is imported on the hot path of ``nsshell run``, so it imports
+only ``os`` at module level; ctypes is loaded the first time a libc call is
+needed (Python 3.11 has no os.setns/os.unshare; 3.12 does, and we use it).
+"""
+
+import os
+
+CLONE_NEWNS = 0x00020000
+CLONE_NEWUSER = 0x10000000
+
+MS_NOSUID = 0x2
+MS_NODEV = 0x4
+MS_REC = 0x4000
+MS_SLAVE = 1 << 19
+
+MNT_DETACH = 0x2
+
+PR_SET_NAME = 15
+PR_SET_DUMPABLE = 4
+PR_SET_PDEATHSIG = 1
+
+
+class KernelError(OSError):
+    """A namespace or mount step failed; str() is a one-line explanation.
+
+    Most such failures mean this machine or its settings cannot run vaults,
+    hence the default exit code 5 (errors.UNSUPPORTED)."""
+
+    code = 5
+
+    def __str__(self):
+        return self.strerror
+
+
+_libc = None
+
+
+def _libc_call(name, *args):
+    """Call a libc function through ctypes, raising OSError on -1."""
+    global _libc
+    if _libc is None:
+        import ctypes
+
+        _libc = ctypes.CDLL(None, use_errno=True)
+    func = getattr(_libc, name)
+    result = func(*args)
+    if result == -1:
+        import ctypes
+
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+    return result
+
+
+def _c_str(value):
+    return None if value is None else os.fsencode(value)
+
+
+# --- creating the holder's namespace ---------------------------------------
+
+
+def unshare_user_and_mount():
+    """Give this process a new user and mount namespace."""
+    flags = CLONE_NEWUSER | CLONE_NEWNS
+    try:
+        if hasattr(os, "unshare"):
+            os.unshare(flags)
+        else:
+            _libc_call("unshare", flags)
+    except OSError as exc:
+        raise KernelError(
+            exc.errno,
+            f"cannot create a user namespace ({exc.strerror}); "
+            "run 'nsshell doctor' to see why and how to enable it",
+        ) from None
+
+
+def map_self_one_to_one(uid, gid):
+    """Map our uid/gid 1:1 into the new user namespace.
+
+    The order is fixed by the kernel: setgroups must be denied before an
+    unprivileged process may write gid_map, and all of it must happen before
+    the process goes non-dumpable (afterwards /proc/self belongs to root).
+    """
+    try:
+        _write_proc_self("setgroups", "deny")
+        _write_proc_self("uid_map", f"{uid} {uid} 1")
+        _write_proc_self("gid_map", f"{gid} {gid} 1")
+    except OSError as exc:
+        raise KernelError(
+            exc.errno, f"cannot map the user into its namespace ({exc.strerror})"
+        ) from None
+
+
+def _write_proc_self(name, text):
+    fd = os.open(f"/proc/self/{name}", os.O_WRONLY)
+    try:
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
+
+
+def make_undumpable():
+    """Stop same-user processes from ptracing us, opening /proc/PID/ns/* or
+    walking /proc/PID/root.  This is what keeps the holder unenterable."""
+    _libc_call("prctl", PR_SET_DUMPABLE, 0, 0, 0, 0)
+
+
+def is_dumpable(pid="self"):
+    """Whether /proc/PID/status says the process can be ptraced by its owner."""
+    # /proc/PID/status has no dumpable field; ownership of /proc/PID/ns tells:
+    # the kernel hands it to root once the process is non-dumpable.
+    return os.stat(f"/proc/{pid}/ns").st_uid != 0
+
+
+def set_process_name(name):
+    """Name the thread (what ps and top show as comm), 15 bytes at most."""
+    import ctypes
+
+    _libc_call("prctl", PR_SET_NAME, ctypes.c_char_p(name.encode()[:15]), 0, 0, 0)
+
+
+def die_with_parent(signal_number):
+    """Ask the kernel to send us a signal when our parent exits."""
+    _libc_call("prctl", PR_SET_PDEATHSIG, signal_number, 0, 0, 0)
+
+
+def make_root_recursive_slave():
+    """Mounts made on the host later still reach us; ours never reach the host,
+    and we pin none of the host's mounts (private would)."""
+    try:
+        _libc_call("mount", None, b"/", None, MS_REC | MS_SLAVE, None)
+    except OSError as exc:
+        raise KernelError(exc.errno, f"cannot make / a slave mount ({exc.strerror})") from None
+
+
+def open_fuse_device():
+    """Open /dev/fuse.  Must happen inside the user namespace that mounts it."""
+    try:
+        return os.open("/dev/fuse", os.O_RDWR | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise KernelError(2, "/dev/fuse does not exist; load the fuse module (modprobe fuse)") from None
+    except PermissionError:
+        raise KernelError(
+            13,
+            "/dev/fuse is not accessible; as root run 'chmod 0666 /dev/fuse' "
+            "(distributions ship it that way; run 'nsshell doctor')",
+        ) from None
+
+
+def mount_fuse(fuse_fd, mountpoint, source, subtype, uid, gid):
+    """Mount a FUSE filesystem served through fuse_fd at mountpoint."""
+    options = f"fd={fuse_fd},rootmode=40000,user_id={uid},group_id={gid}"
+    try:
+        _libc_call(
+            "mount",
+            _c_str(source),
+            _c_str(mountpoint),
+            _c_str(f"fuse.{subtype}"),
+            MS_NOSUID | MS_NODEV,
+            options.encode(),
+        )
+    except OSError as exc:
+        raise KernelError(exc.errno, f"cannot mount FUSE at {mountpoint} ({exc.strerror})") from None
+
+
+def unmount(mountpoint, detach=False):
+    """Unmount; raises OSError (EBUSY while files are open)."""
+    _libc_call("umount2", _c_str(mountpoint), MNT_DETACH if detach else 0)
+
+
+def mount_entry(mountpoint, mountinfo="/proc/self/mountinfo"):
+    """The (fstype, source) of the mount whose target is exactly mountpoint, or None."""
+    target = _mountinfo_escape(mountpoint)
+    found = None
+    with open(mountinfo, encoding="utf-8", errors="surrogateescape") as f:
+        for line in f:
+            fields = line.split()
+            if fields[4] == target:
+                sep = fields.index("-")
+                found = (fields[sep + 1], fields[sep + 2])
+    return found
+
+
+def _mountinfo_escape(path):
+    for char, code in (("\\", "\\134"), (" ", "\\040"), ("\t", "\\011"), ("\n", "\\012")):
+        path = path.replace(char, code)
+    return path
+
+
+# --- joining ----------------------------------------------------------------
+
+
+def join_namespaces(user_fd, mount_fd):
+    """setns into the holder's user namespace, then its mount namespace.
+
+    Must run in a single-threaded process.  setns resets the cwd to the
+    namespace's root, so the caller chdirs back afterwards.
+    """
+    for fd, flag, what in ((user_fd, CLONE_NEWUSER, "user"), (mount_fd, CLONE_NEWNS, "mount")):
+        try:
+            if hasattr(os, "setns"):
+                os.setns(fd, flag)
+            else:
+                _libc_call("setns", fd, flag)
+        except OSError as exc:
+            raise KernelError(exc.errno, f"cannot join the vault's {what} namespace ({exc.strerror})") from None
+
+
+def namespace_id(kind, pid="self"):
+    """The identity (inode) of a process's namespace, e.g. 'mnt:[4026532]'."""
+    return os.readlink(f"/proc/{pid}/ns/{kind}")
+
+
+def in_child_user_namespace():
+    """True when this process is not in the initial user namespace.
+
+    The initial namespace maps the whole uid range; any user namespace a
+    process of ours created maps a single uid.  Needs no privilege."""
+    with open("/proc/self/uid_map", encoding="ascii") as f:
+        return f.read().split() != ["0", "0", "4294967295"]
+
+
+# --- file descriptors over unix sockets --------------------------------------
+
+
+def send_with_fds(sock, data, fds):
+    """Send bytes with file descriptors attached (SCM_RIGHTS)."""
+    import _socket
+
+    payload = b"".join(fd.to_bytes(4, "little" if _little_endian() else "big", signed=True) for fd in fds)
+    ancillary = [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, payload)] if fds else []
+    sock.sendmsg([data], ancillary)
+
+
+def recv_line_with_fds(sock, max_fds=4, limit=65536):
+    """Read one newline-terminated message and every fd sent with it."""
+    import _socket
+
+    data = b""
+    fds = []
+    while not data.endswith(b"\n"):
+        chunk, ancillary, _flags, _addr = sock.recvmsg(4096, _socket.CMSG_SPACE(4 * max_fds))
+        for level, kind, payload in ancillary:
+            if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
+                usable = len(payload) - len(payload) % 4
+                for i in range(0, usable, 4):
+                    fds.append(int.from_bytes(payload[i : i + 4], "little" if _little_endian() else "big", signed=True))
+        if not chunk:
+            break
+        data += chunk
+        if len(data) > limit:
+            break
+    for fd in fds:
+        os.set_inheritable(fd, False)
+    return data, fds
+
+
+def _little_endian():
+    import sys
+
+    return sys.byteorder == "little"
+
+
+def peer_credentials(sock):
+    """(pid, uid, gid) of the process at the other end of a unix socket."""
+    import socket
+    import struct
+
+    raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    return struct.unpack("3i", raw)
+
+
+def pidfd_open(pid):
+    """A pollable handle on a process that cannot be fooled by PID reuse."""
+    return os.pidfd_open(pid)

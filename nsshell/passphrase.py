@@ -1,0 +1,82 @@
+"""Where a passphrase comes from: a file, a program, or the terminal.
+
+A passphrase is bytes that go from here straight into a pipe; it is never
+put in argv, the environment, a file of ours or a log.
+"""
+
+import os
+
+from nsshell.errors import BAD_PASSPHRASE, USAGE, NsshellError
+
+
+class PassphraseSource:
+    """How to obtain the passphrase for one vault.
+
+    passfile: path whose first line is the passphrase ('-' for stdin), the
+    gocryptfs convention.  extpass: a program gocryptfs runs itself (it
+    prints the passphrase), so we never see it.  Otherwise: the terminal.
+    """
+
+    def __init__(self, passfile=None, extpass=None):
+        self.passfile = passfile
+        self.extpass = extpass
+
+    @property
+    def interactive(self):
+        return self.passfile is None and self.extpass is None
+
+    def read(self, name, confirm=False):
+        if self.passfile is not None:
+            return read_passfile(self.passfile)
+        return prompt(f"Passphrase for {name}: ", confirm=confirm)
+
+
+def read_passfile(path):
+    try:
+        if path == "-":
+            raw = os.read(0, 65536)
+        else:
+            with open(path, "rb") as f:
+                raw = f.read(65536)
+    except OSError as exc:
+        raise NsshellError(f"cannot read passphrase file {path}: {exc.strerror}", USAGE) from None
+    first = raw.split(b"\n", 1)[0].rstrip(b"\r")
+    if not first:
+        raise NsshellError(f"passphrase file {path} is empty; its first line must hold the passphrase", BAD_PASSPHRASE)
+    return first
+
+
+def prompt(text, confirm=False):
+    """Ask on the controlling terminal with echo off."""
+    import getpass
+
+    try:
+        tty = os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY)
+    except OSError:
+        raise NsshellError(
+            "no terminal to ask for the passphrase on; use --passfile FILE (or -) or --extpass PROGRAM",
+            BAD_PASSPHRASE,
+        ) from None
+    os.close(tty)
+    try:
+        first = getpass.getpass(text)
+        if confirm:
+            again = getpass.getpass("Repeat to confirm: ")
+            if again != first:
+                raise NsshellError("the two passphrases differ; nothing was created", BAD_PASSPHRASE)
+    except (EOFError, KeyboardInterrupt):
+        raise NsshellError("no passphrase given", BAD_PASSPHRASE) from None
+    if not first:
+        raise NsshellError("the passphrase cannot be empty", BAD_PASSPHRASE)
+    return first.encode()
+
+
+def prompt_line(text):
+    """Ask a yes/no style question on the terminal (with echo)."""
+    try:
+        with open("/dev/tty", "r+") as tty:
+            tty.write(text)
+            tty.flush()
+            return tty.readline().strip()
+    except OSError:
+        raise NsshellError("no terminal to confirm on; add --yes to confirm", USAGE) from None

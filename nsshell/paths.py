@@ -1,0 +1,118 @@
+"""Where nsshell keeps things, following the XDG base directory spec.
+
+- registry:  $XDG_CONFIG_HOME/nsshell/vaults.toml   (~/.config/nsshell)
+- ciphertext: $XDG_DATA_HOME/nsshell/vaults/NAME    (~/.local/share/nsshell)
+- runtime:   $XDG_RUNTIME_DIR/nsshell/              (sockets, locks, state)
+
+The runtime directory is where a holder's control socket lives, so it is
+checked on every use: a directory (not a symlink), owned by us, mode 0700.
+Without XDG_RUNTIME_DIR we fall back to $TMPDIR/nsshell-UID (or /tmp), which
+anyone could have created first; the same checks catch that.
+
+Imported on the hot path: only ``os`` and ``stat``.
+"""
+
+import os
+import stat
+
+from nsshell.errors import UNSAFE, NsshellError
+
+
+def home():
+    return os.environ.get("HOME") or os.path.expanduser("~")
+
+
+def _xdg(variable, default_below_home):
+    value = os.environ.get(variable, "")
+    # The spec says relative paths are invalid and must be ignored.
+    if value and os.path.isabs(value):
+        return value
+    return os.path.join(home(), default_below_home)
+
+
+def config_dir():
+    return os.path.join(_xdg("XDG_CONFIG_HOME", ".config"), "nsshell")
+
+
+def data_dir():
+    return os.path.join(_xdg("XDG_DATA_HOME", ".local/share"), "nsshell")
+
+
+def registry_file():
+    return os.path.join(config_dir(), "vaults.toml")
+
+
+def default_cipher_dir(name):
+    return os.path.join(data_dir(), "vaults", name)
+
+
+def default_mountpoint(name):
+    return os.path.join(home(), "Vaults", name)
+
+
+def runtime_base():
+    value = os.environ.get("XDG_RUNTIME_DIR", "")
+    if value and os.path.isabs(value):
+        return os.path.join(value, "nsshell")
+    tmp = os.environ.get("TMPDIR", "")
+    if not (tmp and os.path.isabs(tmp)):
+        tmp = "/tmp"
+    return os.path.join(tmp, f"nsshell-{os.getuid()}")
+
+
+def runtime_dir(create=True):
+    """The checked private runtime directory.  Raises NsshellError(UNSAFE) if
+    it exists with the wrong type, owner or mode; FileNotFoundError if it does
+    not exist and create is false."""
+    path = runtime_base()
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        if not create:
+            raise
+        parent = os.path.dirname(path)
+        if not os.path.isdir(parent):
+            os.makedirs(parent, mode=0o700, exist_ok=True)
+        try:
+            os.mkdir(path, 0o700)
+        except FileExistsError:
+            pass  # a racing nsshell made it; checked below like any other
+        info = os.lstat(path)
+    check_private_dir(path, info)
+    return path
+
+
+def check_private_dir(path, info=None):
+    """Refuse a directory that someone else could have planted or can read."""
+    if info is None:
+        info = os.lstat(path)
+    if stat.S_ISLNK(info.st_mode):
+        raise NsshellError(f"{path} is a symbolic link, which nsshell refuses to use; remove it and try again", UNSAFE)
+    if not stat.S_ISDIR(info.st_mode):
+        raise NsshellError(f"{path} is not a directory; remove it and try again", UNSAFE)
+    if info.st_uid != os.getuid():
+        raise NsshellError(
+            f"{path} belongs to uid {info.st_uid}, not to you; someone else created it, so nsshell will not use it "
+            "(set XDG_RUNTIME_DIR to a private directory, or have the owner remove it)",
+            UNSAFE,
+        )
+    if stat.S_IMODE(info.st_mode) & 0o077:
+        raise NsshellError(
+            f"{path} has mode {stat.S_IMODE(info.st_mode):04o}; it must be private: run 'chmod 700 {path}'", UNSAFE
+        )
+
+
+def socket_path(name, base=None):
+    return os.path.join(base or runtime_base(), f"{name}.sock")
+
+
+def state_path(name, base=None):
+    return os.path.join(base or runtime_base(), f"{name}.state")
+
+
+def lock_path(name, base=None):
+    return os.path.join(base or runtime_base(), f"{name}.lock")
+
+
+def log_path(name, base=None):
+    return os.path.join(base or runtime_base(), f"{name}.log")

@@ -1,0 +1,228 @@
+"""The vault registry: $XDG_CONFIG_HOME/nsshell/vaults.toml.
+
+Read with tomllib; written by a small serializer (the format is ours and
+flat), atomically (temp file, fsync, rename) under a lock on the config
+directory, so a crash or a racing command never leaves half a file.
+
+A registry that does not parse, has a wrong type or a key we do not know is
+an error that names the file, the vault and the key; nsshell never rewrites
+a registry it could not read, so nothing in it is lost.
+"""
+
+import dataclasses
+import fcntl
+import os
+import tomllib
+
+from nsshell import paths
+from nsshell.errors import CONFLICT, NOT_FOUND, NsshellError
+from nsshell.names import name_problem
+
+CONFIG_ERROR = 1
+HISTORY_CHOICES = ("vault", "off", "outer")
+
+
+@dataclasses.dataclass
+class Vault:
+    name: str
+    cipher_dir: str
+    mountpoint: str
+    linger: int = 0  # seconds the vault stays open after its last session ends
+    extpass: str | None = None  # program that prints the passphrase (gocryptfs -extpass)
+    history: str = "vault"  # where inner shells keep history: in the vault, nowhere, or as outside
+
+    def to_toml(self):
+        lines = [f"[vaults.{self.name}]"]
+        lines.append(f"cipher_dir = {_toml_string(self.cipher_dir)}")
+        lines.append(f"mountpoint = {_toml_string(self.mountpoint)}")
+        lines.append(f"linger = {int(self.linger)}")
+        if self.extpass is not None:
+            lines.append(f"extpass = {_toml_string(self.extpass)}")
+        lines.append(f"history = {_toml_string(self.history)}")
+        return "\n".join(lines) + "\n"
+
+
+_FIELD_TYPES = {"cipher_dir": str, "mountpoint": str, "linger": (int, str), "extpass": str, "history": str}
+_REQUIRED = ("cipher_dir", "mountpoint")
+
+
+def _toml_string(value):
+    out = ['"']
+    for char in value:
+        if char in '"\\':
+            out.append("\\" + char)
+        elif ord(char) < 0x20 or ord(char) == 0x7F:
+            out.append(f"\\u{ord(char):04x}")
+        else:
+            out.append(char)
+    out.append('"')
+    return "".join(out)
+
+
+def parse_duration(value):
+    """Seconds from an int or a string like '90', '30s', '5m', '2h'."""
+    if isinstance(value, bool):
+        raise ValueError("a duration is a number of seconds or a string such as '30s', '5m', '1h'")
+    if isinstance(value, int):
+        seconds = value
+    else:
+        text = str(value).strip().lower()
+        units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+        scale = 1
+        if text and text[-1] in units:
+            scale = units[text[-1]]
+            text = text[:-1]
+        if not text.isdigit():
+            raise ValueError(f"{value!r} is not a duration; use seconds or a string such as '30s', '5m', '1h'")
+        seconds = int(text) * scale
+    if seconds < 0:
+        raise ValueError("a duration cannot be negative")
+    return seconds
+
+
+def _problem(path, message):
+    return NsshellError(f"{path}: {message}; fix the file (or move it aside) and try again", CONFIG_ERROR)
+
+
+def load(path=None):
+    """All vaults, by name.  A missing registry is an empty one."""
+    path = path or paths.registry_file()
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        raise NsshellError(f"cannot read {path}: {exc.strerror}", CONFIG_ERROR) from None
+    try:
+        document = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise _problem(path, "is not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise _problem(path, f"is not valid TOML ({exc})") from None
+    unknown = set(document) - {"vaults"}
+    if unknown:
+        raise _problem(path, f"unknown top-level key {sorted(unknown)[0]!r}")
+    tables = document.get("vaults", {})
+    if not isinstance(tables, dict):
+        raise _problem(path, "'vaults' must be a table of vaults")
+    return {name: _vault_from_table(path, name, table) for name, table in tables.items()}
+
+
+def _vault_from_table(path, name, table):
+    problem = name_problem(name)
+    if problem:
+        raise _problem(path, f"vault {name!r} has an invalid name ({problem})")
+    if not isinstance(table, dict):
+        raise _problem(path, f"vault {name!r} must be a table")
+    for key, value in table.items():
+        if key not in _FIELD_TYPES:
+            raise _problem(path, f"vault {name!r} has an unknown key {key!r}")
+        if not isinstance(value, _FIELD_TYPES[key]) or isinstance(value, bool):
+            raise _problem(path, f"vault {name!r}: {key} has the wrong type ({type(value).__name__})")
+    for key in _REQUIRED:
+        if key not in table:
+            raise _problem(path, f"vault {name!r} has no {key}")
+        if not os.path.isabs(table[key]) or "\n" in table[key] or "\0" in table[key]:
+            raise _problem(path, f"vault {name!r}: {key} must be an absolute path on one line")
+    try:
+        linger = parse_duration(table.get("linger", 0))
+    except ValueError as exc:
+        raise _problem(path, f"vault {name!r}: linger: {exc}") from None
+    history = table.get("history", "vault")
+    if history not in HISTORY_CHOICES:
+        raise _problem(path, f"vault {name!r}: history must be one of {', '.join(HISTORY_CHOICES)}")
+    return Vault(
+        name=name,
+        cipher_dir=table["cipher_dir"],
+        mountpoint=table["mountpoint"],
+        linger=linger,
+        extpass=table.get("extpass"),
+        history=history,
+    )
+
+
+def get(name, path=None):
+    vaults = load(path)
+    try:
+        return vaults[name]
+    except KeyError:
+        known = ", ".join(sorted(vaults)) or "none yet"
+        raise NsshellError(
+            f"no vault named {name!r} (known: {known}); create it with 'nsshell create {name}'", NOT_FOUND
+        ) from None
+
+
+class _Locked:
+    """flock on the config directory: one writer of the registry at a time."""
+
+    def __enter__(self):
+        directory = paths.config_dir()
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        self.fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc):
+        os.close(self.fd)
+
+
+def _write(vaults, path):
+    header = (
+        "# nsshell vault registry; 'nsshell create' and 'nsshell remove' maintain it.\n"
+        "# Per vault: cipher_dir, mountpoint, linger (seconds or '5m'), extpass, history (vault|off|outer).\n"
+    )
+    text = header + "".join("\n" + vault.to_toml() for _, vault in sorted(vaults.items()))
+    tmp = f"{path}.tmp-{os.getpid()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        os.write(fd, text.encode("utf-8"))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    sync_names(vaults)
+
+
+def names_dir():
+    """One empty file per vault name, so shell completion can list names
+    with a glob: no process, no TOML parsing."""
+    return os.path.join(paths.config_dir(), "names")
+
+
+def sync_names(vaults):
+    directory = names_dir()
+    try:
+        present = set(os.listdir(directory))
+    except FileNotFoundError:
+        present = set()
+    if present == set(vaults):
+        return
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    for name in set(vaults) - present:
+        os.close(os.open(os.path.join(directory, name), os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
+    for name in present - set(vaults):
+        try:
+            os.unlink(os.path.join(directory, name))
+        except OSError:
+            pass
+
+
+def add(vault, path=None):
+    path = path or paths.registry_file()
+    with _Locked():
+        vaults = load(path)
+        if vault.name in vaults:
+            raise NsshellError(f"a vault named {vault.name!r} already exists; pick another name", CONFLICT)
+        vaults[vault.name] = vault
+        _write(vaults, path)
+
+
+def remove(name, path=None):
+    path = path or paths.registry_file()
+    with _Locked():
+        vaults = load(path)
+        if name not in vaults:
+            raise NsshellError(f"no vault named {name!r}", NOT_FOUND)
+        del vaults[name]
+        _write(vaults, path)

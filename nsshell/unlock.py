@@ -1,0 +1,293 @@
+"""Opening and closing vaults: the slow path.
+
+Opening happens under a per-vault lock file in the runtime directory, so two
+commands racing to unlock one vault end with one holder and one mount.
+Inside the lock, stale state from a crash (a dead holder's socket, a backend
+that outlived its holder, a record whose pid now belongs to a stranger) is
+cleaned up first, without user action and without touching other vaults.
+"""
+
+import fcntl
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from nsshell import client, kernel, paths, registry
+from nsshell.backend import BACKEND
+from nsshell.errors import BAD_PASSPHRASE, CONFLICT, FAILURE, UNSUPPORTED, NsshellError
+from nsshell.holder import READY_TIMEOUT, process_start_time
+from nsshell.passphrase import PassphraseSource
+
+PASSPHRASE_ATTEMPTS = 3
+STOPPING_TIMEOUT = 15.0  # how long to wait for a holder that is locking right now
+
+
+class VaultLock:
+    """flock on NAME.lock; removed on release.
+
+    Removing a lock file that others wait on is safe only if every waiter
+    checks, once it holds the lock, that the file it locked is still the one
+    at the path; otherwise it retries with the new file."""
+
+    def __init__(self, name, base):
+        self.path = paths.lock_path(name, base)
+        self.fd = None
+
+    def __enter__(self):
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                if os.stat(self.path).st_ino == os.fstat(fd).st_ino:
+                    self.fd = fd
+                    return self
+            except FileNotFoundError:
+                pass
+            os.close(fd)
+
+    def __exit__(self, *exc):
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+        os.close(self.fd)
+
+
+def read_state(name, base):
+    try:
+        with open(paths.state_path(name, base), encoding="utf-8") as f:
+            return json.load(f)
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def _alive(record):
+    """Whether a [pid, start_time] record still names the same process."""
+    if not record or not isinstance(record, list) or len(record) != 2:
+        return False
+    pid, started = record
+    return isinstance(pid, int) and pid > 0 and process_start_time(pid) == started
+
+
+def wait_for_holder_to_stop(name, base, timeout=STOPPING_TIMEOUT):
+    """A holder whose socket is gone may be locking right now: let it finish."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state = read_state(name, base)
+        if state is None or not _alive(state.get("supervisor")):
+            return True
+        sock = client.connect(name, base)
+        if sock is not None:
+            sock.close()
+            return False  # it is serving after all (an unlock finished)
+        time.sleep(0.02)
+    raise NsshellError(
+        f"vault {name!r} is still being locked or opened by another nsshell; try again in a moment", FAILURE
+    )
+
+
+def clear_stale(name, base):
+    """Remove what a crashed holder left behind.  Only processes whose pid
+    *and* start time match the record are signalled."""
+    state = read_state(name, base) or {}
+    for role in ("backend", "keeper", "supervisor"):
+        record = state.get(role)
+        if _alive(record):
+            _terminate(record[0])
+    for path in (paths.socket_path(name, base), paths.state_path(name, base), paths.log_path(name, base)):
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+
+
+def _terminate(pid):
+    try:
+        pidfd = os.pidfd_open(pid)
+    except OSError:
+        return
+    try:
+        signal.pidfd_send_signal(pidfd, signal.SIGTERM)
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline:
+            if process_start_time(pid) is None or _is_zombie(pid):
+                return
+            time.sleep(0.02)
+        signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+    except OSError:
+        pass
+    finally:
+        os.close(pidfd)
+
+
+def _is_zombie(pid):
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            raw = f.read()
+        return raw[raw.rindex(b")") + 2 : raw.rindex(b")") + 3] == b"Z"
+    except OSError:
+        return True
+
+
+def preflight(vault):
+    """Everything we can check before asking for a passphrase."""
+    BACKEND.binary()
+    if not os.path.isdir(vault.cipher_dir):
+        raise NsshellError(
+            f"cipher directory {vault.cipher_dir} of vault {vault.name!r} is missing; restore it from a backup "
+            "or fix the path in the registry",
+            FAILURE,
+        )
+    if not BACKEND.is_cipher_dir(vault.cipher_dir):
+        raise NsshellError(f"{vault.cipher_dir} is not a gocryptfs directory (no gocryptfs.conf)", FAILURE)
+    if not os.path.exists(vault.mountpoint):
+        os.makedirs(vault.mountpoint, mode=0o700, exist_ok=True)
+    if not os.path.isdir(vault.mountpoint):
+        raise NsshellError(f"mountpoint {vault.mountpoint} is not a directory", CONFLICT)
+    if os.listdir(vault.mountpoint):
+        raise NsshellError(
+            f"mountpoint {vault.mountpoint} is not empty; files there are not encrypted: move them out "
+            "(into the vault once it is open) and try again",
+            CONFLICT,
+        )
+    if kernel.in_child_user_namespace():
+        current = os.environ.get("NSSHELL_VAULT")
+        where = f"vault {current!r}" if current else "a user namespace"
+        raise NsshellError(f"cannot unlock vault {vault.name!r} from inside {where}; run it from outside", CONFLICT)
+    if not os.access("/dev/fuse", os.R_OK | os.W_OK):
+        raise NsshellError("/dev/fuse is not accessible; run 'nsshell doctor' for how to fix it", UNSUPPORTED)
+
+
+def ensure_open(name, source=None, hold=False):
+    """Make sure vault name is open; unlock it if needed.  Returns True if
+    this call unlocked it."""
+    vault = registry.get(name)
+    source = source or PassphraseSource()
+    extpass = source.extpass or vault.extpass
+    base = paths.runtime_dir()
+    with VaultLock(name, base):
+        if _open_already(name, base, hold):
+            return False
+        if not wait_for_holder_to_stop(name, base):
+            _open_already(name, base, hold)
+            return False
+        clear_stale(name, base)
+        preflight(vault)
+        interactive = source.interactive and not extpass
+        attempts = PASSPHRASE_ATTEMPTS if interactive else 1
+        for attempt in range(1, attempts + 1):
+            passphrase = None if extpass else source.read(name)
+            try:
+                start_holder(vault, passphrase, extpass, hold, base)
+                return True
+            except NsshellError as exc:
+                if exc.code != BAD_PASSPHRASE or attempt == attempts:
+                    raise
+                sys.stderr.write("nsshell: wrong passphrase, try again\n")
+    return False
+
+
+def _open_already(name, base, hold):
+    try:
+        reply = client.request(name, "HOLD" if hold else "STATUS", base)
+    except NsshellError:
+        return True  # open but failed: let the caller's JOIN report why
+    return reply is not None
+
+
+def start_holder(vault, passphrase, extpass, hold, base):
+    """Start a holder for vault and wait until it serves or fails."""
+    spec = {
+        "name": vault.name,
+        "cipher_dir": vault.cipher_dir,
+        "mountpoint": vault.mountpoint,
+        "linger": vault.linger,
+        "hold": hold,
+        "extpass": extpass,
+        "history": vault.history,
+        "runtime_dir": base,
+    }
+    spec_r, spec_w = os.pipe()
+    pass_r, pass_w = os.pipe()
+    status_r, status_w = os.pipe()
+    try:
+        os.write(spec_w, json.dumps(spec).encode())
+        # The passphrase waits in the pipe until gocryptfs reads it as stdin;
+        # the holder passes the fd on without reading it.
+        if passphrase is not None:
+            os.write(pass_w, passphrase + b"\n")
+    finally:
+        os.close(spec_w)
+        os.close(pass_w)
+    try:
+        starter = subprocess.Popen(
+            [sys.executable, "-m", "nsshell.holder", str(spec_r), str(pass_r), str(status_w)],
+            pass_fds=(spec_r, pass_r, status_w),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+            cwd="/",
+        )
+    finally:
+        os.close(spec_r)
+        os.close(pass_r)
+        os.close(status_w)
+    try:
+        starter.wait()
+        reply = _read_all(status_r, READY_TIMEOUT)
+    finally:
+        os.close(status_r)
+    text = reply.decode(errors="replace").strip()
+    if text == "READY":
+        return
+    if text.startswith("ERR "):
+        _, code, message = (text.split(" ", 2) + [""])[:3]
+        raise NsshellError(message, int(code) if code.isdigit() else FAILURE)
+    raise NsshellError(f"the holder of vault {vault.name!r} stopped without saying why; see 'nsshell doctor'", FAILURE)
+
+
+def _read_all(fd, timeout):
+    import selectors
+
+    chunks = []
+    waiter = selectors.DefaultSelector()
+    waiter.register(fd, selectors.EVENT_READ)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not waiter.select(max(0.0, deadline - time.monotonic())):
+            break
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        if chunk.endswith(b"\n"):
+            break  # the holder says one line: READY or ERR ...
+    return b"".join(chunks)
+
+
+def holder_status(name, base=None):
+    """The holder's STATUS as a dict, or None if the vault is locked."""
+    try:
+        reply = client.request(name, "STATUS", base)
+    except NsshellError as exc:
+        return {"name": name, "state": "failed", "error": str(exc), "sessions": [], "members": []}
+    if reply is None:
+        return None
+    return json.loads(reply[0])
+
+
+def lock(name, force=False):
+    """Lock an open vault; returns False if it was not open."""
+    base = paths.runtime_dir()
+    reply = client.request(name, "LOCK force" if force else "LOCK", base)
+    if reply is None:
+        with VaultLock(name, base):
+            wait_for_holder_to_stop(name, base)
+            clear_stale(name, base)
+        return False
+    wait_for_holder_to_stop(name, base)
+    return True

@@ -1,0 +1,154 @@
+"""Vault-level operations behind create, list, status, ps and remove.
+
+Results are plain dicts (ready for --json); the CLI decides how to show them.
+"""
+
+import os
+import shutil
+
+from nsshell import paths, registry, unlock
+from nsshell.backend import BACKEND
+from nsshell.errors import BUSY, CONFLICT, USAGE, NsshellError
+from nsshell.names import check_name
+
+
+def _absolute(path):
+    return os.path.abspath(os.path.expanduser(path))
+
+
+def _inside(child, parent):
+    child, parent = os.path.realpath(child), os.path.realpath(parent)
+    return child == parent or child.startswith(parent.rstrip("/") + "/")
+
+
+def create(name, source, cipher_dir=None, mountpoint=None):
+    """Make a new gocryptfs directory and register it.  On any failure,
+    remove exactly what this call created, and leave the registry as it was."""
+    check_name(name)
+    existing = registry.load()
+    if name in existing:
+        raise NsshellError(f"a vault named {name!r} already exists; pick another name", CONFLICT)
+    cipher_dir = _absolute(cipher_dir) if cipher_dir else paths.default_cipher_dir(name)
+    mountpoint = _absolute(mountpoint) if mountpoint else paths.default_mountpoint(name)
+    for label, path in (("cipher dir", cipher_dir), ("mountpoint", mountpoint)):
+        if "\n" in path:
+            raise NsshellError(f"the {label} path cannot contain a newline", USAGE)
+    if _inside(mountpoint, cipher_dir) or _inside(cipher_dir, mountpoint):
+        raise NsshellError("the mountpoint and the cipher dir must not be inside each other; choose separate directories", USAGE)
+    for other in existing.values():
+        if _inside(mountpoint, other.mountpoint) or _inside(other.mountpoint, mountpoint):
+            raise NsshellError(f"mountpoint {mountpoint} overlaps vault {other.name!r}'s; choose another", CONFLICT)
+        if os.path.realpath(cipher_dir) == os.path.realpath(other.cipher_dir):
+            raise NsshellError(f"cipher dir {cipher_dir} already belongs to vault {other.name!r}", CONFLICT)
+    if os.path.exists(cipher_dir) and (not os.path.isdir(cipher_dir) or os.listdir(cipher_dir)):
+        raise NsshellError(f"cipher dir {cipher_dir} exists and is not empty; choose an empty or new directory", CONFLICT)
+    if os.path.exists(mountpoint) and (not os.path.isdir(mountpoint) or os.listdir(mountpoint)):
+        raise NsshellError(f"mountpoint {mountpoint} exists and is not an empty directory; choose another", CONFLICT)
+    BACKEND.binary()
+    passphrase = source.read(name, confirm=True)
+
+    made = []
+    try:
+        for path in (cipher_dir, mountpoint):
+            made.extend(_makedirs(path))
+        BACKEND.initialise(cipher_dir, passphrase)
+        vault = registry.Vault(name=name, cipher_dir=cipher_dir, mountpoint=mountpoint)
+        registry.add(vault)
+    except BaseException:
+        if os.path.isdir(cipher_dir) and cipher_dir in made:
+            shutil.rmtree(cipher_dir, ignore_errors=True)
+        for path in reversed(made):
+            try:
+                os.rmdir(path)
+            except OSError:
+                pass
+        raise
+    return vault
+
+
+def _makedirs(path):
+    """mkdir -p with 0700 for new directories; returns those it made, outermost first."""
+    missing = []
+    while not os.path.exists(path):
+        missing.append(path)
+        path = os.path.dirname(path)
+    for directory in reversed(missing):
+        os.mkdir(directory, 0o700)
+    return list(reversed(missing))
+
+
+def describe(vault, status=None):
+    row = {
+        "name": vault.name,
+        "state": "locked",
+        "sessions": 0,
+        "mountpoint": vault.mountpoint,
+        "cipher_dir": vault.cipher_dir,
+    }
+    if status is not None:
+        row["state"] = status.get("state", "open")
+        row["sessions"] = len(status.get("sessions", []))
+    return row
+
+
+def overview(only=None, detail=False):
+    vaults = registry.load()
+    registry.sync_names(vaults)
+    rows = []
+    base = paths.runtime_dir()
+    for name in sorted(vaults):
+        if only and name != only:
+            continue
+        vault = vaults[name]
+        status = None
+        if os.path.exists(paths.socket_path(name, base)):
+            status = unlock.holder_status(name, base)
+        row = describe(vault, status)
+        if detail:
+            row["linger"] = vault.linger
+            row["history"] = vault.history
+            row["hold"] = bool(status and status.get("hold"))
+            row["session_pids"] = (status or {}).get("sessions", [])
+            row["error"] = (status or {}).get("error")
+        rows.append(row)
+    return rows
+
+
+def processes(name):
+    """The processes that can see the vault (same mount namespace), or None
+    if it is locked.  The holder finds them by namespace identity."""
+    status = unlock.holder_status(name)
+    if status is None:
+        return None
+    import psutil
+
+    found = []
+    for pid in status.get("members", []):
+        try:
+            proc = psutil.Process(pid)
+            command = " ".join(proc.cmdline()) or proc.name()
+        except psutil.Error:
+            continue
+        found.append({"pid": pid, "command": command})
+    return found
+
+
+def remove(name, purge=False, assume_yes=False):
+    check_name(name)
+    vault = registry.get(name)
+    if unlock.holder_status(name) is not None:
+        raise NsshellError(f"vault {name!r} is open; lock it first (nsshell lock {name})", BUSY)
+    if purge and not assume_yes:
+        from nsshell.passphrase import prompt_line
+
+        answer = prompt_line(f"Delete the ciphertext of {name!r} in {vault.cipher_dir} for good? Type the vault name: ")
+        if answer != name:
+            raise NsshellError("not confirmed; nothing was removed", USAGE)
+    registry.remove(name)
+    if purge:
+        shutil.rmtree(vault.cipher_dir, ignore_errors=True)
+        try:
+            os.rmdir(vault.mountpoint)
+        except OSError:
+            pass
+    return vault
