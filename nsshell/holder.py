@@ -597,12 +597,15 @@ class Supervisor:
 
 
 def main(argv):
-    """Entry point: ``python -m nsshell.holder SPEC_FD PASSPHRASE_FD STATUS_FD``.
+    """Entry point: ``python -m nsshell.holder NAME RUNTIME_DIR SPEC_FD PASSPHRASE_FD STATUS_FD``.
+
+    NAME and RUNTIME_DIR are there for people reading ps (and for tests that
+    count holders); the spec itself comes on SPEC_FD.
 
     Forks once more and returns at once, so that the supervisor is adopted by
     init (or the session's subreaper) instead of becoming a child of whatever
     command the client execs next."""
-    spec_fd, passphrase_fd, status_fd = (int(x) for x in argv)
+    spec_fd, passphrase_fd, status_fd = (int(x) for x in argv[2:])
     # pass_fds made these inheritable; gocryptfs must not inherit the status
     # pipe, or the client would wait for gocryptfs to exit before it sees EOF.
     for fd in (passphrase_fd, status_fd):

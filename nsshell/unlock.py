@@ -224,7 +224,7 @@ def start_holder(vault, passphrase, extpass, hold, base):
         os.close(pass_w)
     try:
         starter = subprocess.Popen(
-            [sys.executable, "-m", "nsshell.holder", str(spec_r), str(pass_r), str(status_w)],
+            [sys.executable, "-m", "nsshell.holder", vault.name, base, str(spec_r), str(pass_r), str(status_w)],
             pass_fds=(spec_r, pass_r, status_w),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
