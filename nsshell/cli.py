@@ -301,12 +301,18 @@ def _parser():
 
     from nsshell import __version__
 
-    parser = argparse.ArgumentParser(
+    class Parser(argparse.ArgumentParser):
+        """Usage errors in one line that says where to look, like every other error."""
+
+        def error(self, message):
+            self.exit(USAGE, f"{self.prog}: {message}; see '{self.prog} --help'\n")
+
+    parser = Parser(
         prog=PROG, description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--version", action="version", version=f"nsshell {__version__}")
     parser.add_argument("--json", action="store_true", help="machine-readable output (list, status, ps, doctor, create)")
-    sub = parser.add_subparsers(dest="verb", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="verb", metavar="COMMAND", parser_class=Parser)
 
     def verb(name, func, help_text, description=None):
         p = sub.add_parser(name, help=help_text, description=description or help_text)

@@ -42,8 +42,8 @@ def check_gocryptfs():
     except NsshellError as exc:
         return Check("gocryptfs", "fail", "not installed", "sudo apt install gocryptfs")
     out = subprocess.run([binary, "-version"], capture_output=True, text=True).stdout.split()
-    version = out[1] if len(out) > 1 else "unknown"
-    major_minor = tuple(int(x) for x in version.lstrip("v").split(".")[:2] if x.isdigit())
+    version = out[1].rstrip(";") if len(out) > 1 else "unknown"
+    major_minor = tuple(int("".join(ch for ch in x if ch.isdigit()) or 0) for x in version.lstrip("v").split(".")[:2])
     if major_minor and major_minor < (2, 0):
         return Check("gocryptfs", "fail", f"{version} at {binary} is too old", "install gocryptfs 2.0 or newer")
     return Check("gocryptfs", "ok", f"{version} at {binary}")

@@ -162,7 +162,7 @@ class Keeper:
                 key.data(key.fileobj)
             if self.deadline is not None and time.monotonic() >= self.deadline:
                 self.deadline = None
-                self.idle_check()
+                self.idle_check(waited=True)
 
     def from_supervisor(self, channel):
         try:
@@ -289,7 +289,10 @@ class Keeper:
         for pid in self.namespace_members():
             self.add_session(pid)
 
-    def idle_check(self):
+    def idle_check(self, waited=False):
+        """Lock if nothing uses the vault any more, after the linger time.
+
+        waited: the first-join grace or the linger time has just run out."""
         if self.sessions:
             return
         self.refresh_sessions()
@@ -299,7 +302,7 @@ class Keeper:
             self.lock_and_exit()
         if self.hold:
             return
-        if self.deadline is None and self.linger > 0:
+        if not waited and self.linger > 0:
             self.deadline = time.monotonic() + self.linger
             return
         self.lock_and_exit()
@@ -339,15 +342,12 @@ class Keeper:
         os._exit(0)
 
     def stop_listening(self):
+        """Refuse new sessions from now on: the socket path goes first."""
         if self.listener is not None:
             try:
-                if os.stat(self.socket_path).st_ino == os.fstat(self.listener.fileno()).st_ino:
-                    os.unlink(self.socket_path)
-            except OSError:
-                try:
-                    os.unlink(self.socket_path)
-                except OSError:
-                    pass
+                os.unlink(self.socket_path)
+            except FileNotFoundError:
+                pass
             self.selector.unregister(self.listener)
             self.listener.close()
             self.listener = None

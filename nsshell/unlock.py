@@ -72,6 +72,12 @@ def _alive(record):
     return isinstance(pid, int) and pid > 0 and process_start_time(pid) == started
 
 
+def holder_alive(name, base):
+    """Whether the holder that last served name is still running (opening or locking)."""
+    state = read_state(name, base)
+    return bool(state) and _alive(state.get("supervisor"))
+
+
 def wait_for_holder_to_stop(name, base, timeout=STOPPING_TIMEOUT):
     """A holder whose socket is gone may be locking right now: let it finish."""
     deadline = time.monotonic() + timeout

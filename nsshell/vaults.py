@@ -104,6 +104,8 @@ def overview(only=None, detail=False):
         if os.path.exists(paths.socket_path(name, base)):
             status = unlock.holder_status(name, base)
         row = describe(vault, status)
+        if status is None and unlock.holder_alive(name, base):
+            row["state"] = "locking"  # socket gone, holder still unmounting and cleaning up
         if detail:
             row["linger"] = vault.linger
             row["history"] = vault.history

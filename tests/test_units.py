@@ -1,0 +1,204 @@
+"""Unit tests of the parts that need no kernel: names, registry, paths, CLI parsing."""
+
+import os
+import stat
+
+import pytest
+
+from nsshell import errors, names, paths, registry
+from nsshell.cli import main
+from nsshell.errors import NsshellError
+
+
+@pytest.fixture
+def xdg(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    runtime = tmp_path / "run"
+    runtime.mkdir(mode=0o700)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
+    return tmp_path
+
+
+@pytest.mark.parametrize("name", ["taxes", "a", "2025", "tax-2025.v2", "A_b", "x" * 64])
+def test_valid_names(name):
+    assert names.name_problem(name) is None
+
+
+@pytest.mark.parametrize(
+    "name, reason",
+    [
+        ("", "empty"),
+        ("../x", "start"),
+        ("a/b", "only letters"),
+        ("-rf", "start"),
+        (".hidden", "start"),
+        ("two words", "only letters"),
+        ("new\nline", "only letters"),
+        ("x" * 65, "64 bytes"),
+        ("café", "only letters"),
+    ],
+)
+def test_invalid_names(name, reason):
+    assert reason in names.name_problem(name)
+    with pytest.raises(NsshellError) as caught:
+        names.check_name(name)
+    assert caught.value.code == errors.USAGE
+    assert "\n" not in str(caught.value)  # one line, even for a name with a newline
+
+
+def test_xdg_paths_follow_environment(xdg):
+    assert paths.registry_file() == str(xdg / "config" / "nsshell" / "vaults.toml")
+    assert paths.default_cipher_dir("t") == str(xdg / "data" / "nsshell" / "vaults" / "t")
+    assert paths.default_mountpoint("t") == str(xdg / "Vaults" / "t")
+    assert paths.runtime_base() == str(xdg / "run" / "nsshell")
+
+
+def test_relative_xdg_values_are_ignored(xdg, monkeypatch):
+    monkeypatch.setenv("XDG_CONFIG_HOME", "relative/dir")
+    assert paths.config_dir() == str(xdg / ".config" / "nsshell")
+
+
+def test_runtime_dir_is_created_private(xdg):
+    path = paths.runtime_dir()
+    mode = stat.S_IMODE(os.lstat(path).st_mode)
+    assert mode == 0o700
+
+
+def test_runtime_dir_with_loose_mode_is_refused(xdg):
+    path = xdg / "run" / "nsshell"
+    path.mkdir(mode=0o755)
+    path.chmod(0o755)
+    with pytest.raises(NsshellError, match="chmod 700") as caught:
+        paths.runtime_dir()
+    assert caught.value.code == errors.UNSAFE
+
+
+def test_runtime_dir_symlink_is_refused(xdg, tmp_path):
+    target = tmp_path / "elsewhere"
+    target.mkdir(mode=0o700)
+    (xdg / "run" / "nsshell").symlink_to(target)
+    with pytest.raises(NsshellError, match="symbolic link"):
+        paths.runtime_dir()
+
+
+def test_fallback_runtime_dir_without_xdg(xdg, monkeypatch, tmp_path):
+    monkeypatch.delenv("XDG_RUNTIME_DIR")
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    assert paths.runtime_dir() == str(tmp_path / f"nsshell-{os.getuid()}")
+
+
+def _vault(name="taxes", **kw):
+    return registry.Vault(name=name, cipher_dir=f"/c/{name}", mountpoint=f"/m/{name}", **kw)
+
+
+def test_registry_round_trip(xdg):
+    registry.add(_vault("taxes", linger=300, extpass="ssh-askpass"))
+    registry.add(_vault("medical"))
+    loaded = registry.load()
+    assert loaded["taxes"] == _vault("taxes", linger=300, extpass="ssh-askpass")
+    assert loaded["medical"] == _vault("medical")
+    assert sorted(os.listdir(registry.names_dir())) == ["medical", "taxes"]
+    registry.remove("medical")
+    assert list(registry.load()) == ["taxes"]
+    assert os.listdir(registry.names_dir()) == ["taxes"]
+
+
+def test_registry_strings_with_quotes_survive(xdg):
+    odd = registry.Vault(name="odd", cipher_dir='/c/with "quotes" and \\ and \t tab', mountpoint="/m/odd")
+    registry.add(odd)
+    assert registry.load()["odd"] == odd
+
+
+def test_duplicate_add_is_refused_and_registry_unchanged(xdg):
+    registry.add(_vault())
+    before = open(paths.registry_file()).read()
+    with pytest.raises(NsshellError, match="already exists"):
+        registry.add(_vault())
+    assert open(paths.registry_file()).read() == before
+
+
+@pytest.mark.parametrize(
+    "text, fragment",
+    [
+        ("[vaults.taxes\n", "not valid TOML"),
+        ('[vaults.taxes]\ncipher_dir = 3\nmountpoint = "/m"\n', "wrong type"),
+        ('[vaults.taxes]\ncipher_dir = "/c"\nmountpoint = "/m"\ncolour = "red"\n', "unknown key"),
+        ('[vaults.taxes]\ncipher_dir = "/c"\nmountpoint = "/m"\n[vaults.taxes]\n', "not valid TOML"),
+        ('[vaults."../x"]\ncipher_dir = "/c"\nmountpoint = "/m"\n', "invalid name"),
+        ('[vaults.taxes]\ncipher_dir = "relative"\nmountpoint = "/m"\n', "absolute path"),
+        ('[vaults.taxes]\nmountpoint = "/m"\n', "has no cipher_dir"),
+        ('[vaults.taxes]\ncipher_dir = "/c"\nmountpoint = "/m"\nlinger = "soon"\n', "linger"),
+        ('[vaults.taxes]\ncipher_dir = "/c"\nmountpoint = "/m"\nhistory = "everywhere"\n', "history"),
+        ("vaults = 3\n", "table of vaults"),
+        ("other = 1\n", "unknown top-level key"),
+    ],
+)
+def test_corrupt_registry_gives_one_clear_line(xdg, text, fragment):
+    os.makedirs(paths.config_dir())
+    with open(paths.registry_file(), "w") as f:
+        f.write(text)
+    with pytest.raises(NsshellError) as caught:
+        registry.load()
+    message = str(caught.value)
+    assert fragment in message
+    assert paths.registry_file() in message
+    assert "\n" not in message
+
+
+def test_corrupt_registry_is_never_rewritten(xdg):
+    os.makedirs(paths.config_dir())
+    with open(paths.registry_file(), "w") as f:
+        f.write("[vaults.taxes\n")
+    with pytest.raises(NsshellError):
+        registry.add(_vault("other"))
+    assert open(paths.registry_file()).read() == "[vaults.taxes\n"
+
+
+@pytest.mark.parametrize("value, seconds", [(0, 0), (90, 90), ("30s", 30), ("5m", 300), ("2h", 7200), ("1d", 86400)])
+def test_durations(value, seconds):
+    assert registry.parse_duration(value) == seconds
+
+
+def test_cli_unknown_vault(xdg, capsys):
+    assert main(["status", "nope"]) == errors.NOT_FOUND
+    err = capsys.readouterr().err
+    assert err.startswith("nsshell: no vault named 'nope'")
+    assert err.count("\n") == 1
+
+
+def test_cli_bad_name_is_usage_error(xdg, capsys):
+    assert main(["run", "../x", "--", "true"]) == errors.USAGE
+    assert "invalid vault name '../x'" in capsys.readouterr().err
+
+
+def test_cli_run_without_command(xdg, capsys):
+    assert main(["run", "taxes"]) == errors.USAGE
+    assert "nothing to run" in capsys.readouterr().err
+
+
+def test_cli_list_json_empty(xdg, capsys):
+    assert main(["list", "--json"]) == 0
+    assert capsys.readouterr().out.strip() == "[]"
+
+
+def test_cli_help_teaches(capsys):
+    with pytest.raises(SystemExit) as caught:
+        main(["--help"])
+    assert caught.value.code == 0
+    out = capsys.readouterr().out
+    for word in ("create", "run", "enter", "lock", "examples:", 'eval "$(nsshell init bash)"', "exit codes"):
+        assert word in out
+
+
+def test_cli_missing_gocryptfs(xdg, monkeypatch, capsys):
+    monkeypatch.setenv("PATH", "/nonexistent")
+    from nsshell.passphrase import PassphraseSource
+    from nsshell import vaults
+
+    with pytest.raises(NsshellError, match="gocryptfs is not installed") as caught:
+        vaults.create("taxes", PassphraseSource(passfile="/dev/null"))
+    assert caught.value.code == errors.UNSUPPORTED
+    assert registry.load() == {}
+    assert not os.path.exists(paths.default_cipher_dir("taxes"))
