@@ -1,0 +1,81 @@
+# shellcheck shell=bash
+# Shared set-up for scripts/demo and scripts/test: system packages, a venv,
+# and (when started as root) an unprivileged user to run as, because
+# nsshell's whole point is that it needs no root, and root hides bugs.
+
+NSSHELL_APT_PACKAGES=(gocryptfs fuse3 python3-venv zsh tmux shellcheck util-linux procps strace)
+NSSHELL_REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+# Install what nsshell and its tests need (as root), or say exactly what to install.
+ensure_system_packages() {
+    local missing=() pkg
+    for pkg in "${NSSHELL_APT_PACKAGES[@]}"; do
+        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+    done
+    if ((${#missing[@]})); then
+        if [[ $EUID -eq 0 ]]; then
+            say "installing ${missing[*]}"
+            export DEBIAN_FRONTEND=noninteractive
+            apt-get update -qq >/dev/null
+            apt-get install -y -qq "${missing[@]}" >/dev/null || die "apt-get install ${missing[*]} failed"
+        else
+            die "missing packages; run: sudo apt-get install -y ${missing[*]}"
+        fi
+    fi
+    # Distributions ship /dev/fuse as 0666; minimal machines without udev do not.
+    if [[ -e /dev/fuse && ! -w /dev/fuse ]] || [[ $EUID -eq 0 && -e /dev/fuse && $(stat -c %a /dev/fuse) != 666 ]]; then
+        if [[ $EUID -eq 0 ]]; then
+            chmod 0666 /dev/fuse
+        else
+            die "/dev/fuse is not usable by you; run: sudo chmod 0666 /dev/fuse"
+        fi
+    fi
+}
+
+# make_venv DIR EXTRAS: a venv in DIR/.venv with nsshell installed from DIR.
+make_venv() {
+    local dir=$1 extras=${2:-}
+    if [[ ! -x $dir/.venv/bin/python ]]; then
+        say "creating $dir/.venv"
+        /usr/bin/python3 -m venv "$dir/.venv" || die "python3 -m venv failed (is python3-venv installed?)"
+    fi
+    say "installing nsshell${extras:+[$extras]} into $dir/.venv"
+    "$dir/.venv/bin/pip" install -q --disable-pip-version-check -e "$dir${extras:+[$extras]}" \
+        || die "pip install failed"
+}
+
+# ensure_user NAME: a plain unprivileged account (created when missing).
+ensure_user() {
+    local user=$1
+    id "$user" >/dev/null 2>&1 || useradd --create-home --shell /bin/bash "$user" || die "useradd $user failed"
+}
+
+# copy_tree_for USER: a copy of this working tree that USER owns; prints its path.
+copy_tree_for() {
+    local user=$1 home dest
+    home=$(getent passwd "$user" | cut -d: -f6)
+    dest=$home/nsshell
+    rm -rf "$dest"
+    mkdir -p "$dest"
+    tar -C "$NSSHELL_REPO" --exclude=./.venv --exclude=./.git --exclude='__pycache__' -cf - . | tar -C "$dest" -xf -
+    # The benchmarks and some docs refer to ../shared beside the checkout.
+    if [[ -d $NSSHELL_REPO/../shared ]]; then
+        rm -rf "$home/shared"
+        cp -r "$NSSHELL_REPO/../shared" "$home/shared"
+    fi
+    chown -R "$user:" "$dest" "$home/shared" 2>/dev/null || chown -R "$user:" "$dest"
+    printf '%s\n' "$dest"
+}
+
+# as_user USER CMD...: run CMD as USER with a clean, explicit environment.
+as_user() {
+    local user=$1 home
+    shift
+    home=$(getent passwd "$user" | cut -d: -f6)
+    runuser -u "$user" -- env -i HOME="$home" USER="$user" LOGNAME="$user" SHELL=/bin/bash \
+        PATH=/usr/local/bin:/usr/bin:/bin LANG=C.UTF-8 TERM="${TERM:-dumb}" CI="${CI:-}" \
+        NSSHELL_REQUIRE_KERNEL="${NSSHELL_REQUIRE_KERNEL:-}" PYTEST_ADDOPTS="${PYTEST_ADDOPTS:-}" "$@"
+}
