@@ -56,6 +56,13 @@ def inner_env(shell_path):
         user_zdotdir = os.environ.get("ZDOTDIR")
         env["NSSHELL_USER_ZDOTDIR"] = user_zdotdir if user_zdotdir is not None else ""
         return env
+    if kind_of(shell_path) == "xonsh":
+        # The outer xonsh exports its own history file, which the inner one
+        # would append to.  Start with history off; the xontrib (loaded by
+        # the rc or autoload) points it into the vault and restores this
+        # backend.  Without the xontrib nothing is recorded, nothing leaks.
+        outer = os.environ.get("XONSH_HISTORY_BACKEND") or "json"
+        return {"XONSH_HISTORY_BACKEND": "dummy", "NSSHELL_XONSH_HISTORY_BACKEND": outer}
     return {}
 
 
@@ -73,14 +80,49 @@ def executable():
     return os.path.abspath(found or argv0)
 
 
+_XONSH_INIT = """\
+# nsshell for xonsh, rendered by `nsshell init xonsh`.  In ~/.xonshrc:
+#   execx($(nsshell init xonsh), 'exec', __xonsh__.ctx, filename='nsshell')
+# (for when xonsh cannot import nsshell, e.g. pipx); otherwise simply
+#   xontrib load nsshell
+def __nsshell_init(xsh):
+    import importlib.machinery, sys, types
+    loaded = sys.modules.get("xontrib.nsshell")
+    if getattr(loaded, "_active", None) is not None:
+        return  # loaded already, by 'xontrib load' or autoload
+    module = types.ModuleType("xontrib.nsshell")
+    module.__spec__ = importlib.machinery.ModuleSpec("xontrib.nsshell", None, origin=__NSSHELL_ORIGIN__)
+    exec(compile(__NSSHELL_SOURCE__, __NSSHELL_ORIGIN__, "exec"), module.__dict__)
+    module.NSSHELL_EXE = __NSSHELL_EXE__
+    module.ALIAS = __NSSHELL_CMD__
+    module.ADD_PROMPT = __NSSHELL_PROMPT__
+    sys.modules["xontrib.nsshell"] = module  # so 'xontrib unload nsshell' works
+    module._load_xontrib_(xsh)
+__nsshell_init(__xonsh__)
+del __nsshell_init
+"""
+
+
+def _render_xonsh(cmd, prompt):
+    """Self-contained code for xonsh's execx: the xontrib's source plus the
+    absolute path of this nsshell (the zoxide pattern)."""
+    source = Path(__file__).resolve().parent.parent / "xontrib" / "nsshell.py"
+    return (
+        _XONSH_INIT.replace("__NSSHELL_ORIGIN__", repr(str(source)))
+        .replace("__NSSHELL_EXE__", repr(executable()))
+        .replace("__NSSHELL_CMD__", repr(cmd))
+        .replace("__NSSHELL_PROMPT__", repr(bool(prompt)))
+        .replace("__NSSHELL_SOURCE__", repr(source.read_text()))  # last: never scanned for tokens
+    )
+
+
 def render_init(shell, cmd="vault", prompt=True):
     if shell not in SUPPORTED:
         raise NsshellError(f"unsupported shell {shell!r}; choose one of: {', '.join(SUPPORTED)}", USAGE)
     if not cmd or not all(c.isalnum() or c in "_-" for c in cmd) or cmd[0] == "-":
         raise NsshellError(f"invalid function name {cmd!r} for --cmd", USAGE)
     if shell == "xonsh":
-        source = shell_dir().parent / "xontrib" / "nsshell.py"
-        return f"xontrib load nsshell\n"
+        return _render_xonsh(cmd, prompt)
     template = (shell_dir() / shell / f"nsshell.{shell}").read_text()
     return (
         template.replace("__NSSHELL_EXE__", shlex.quote(executable()))
