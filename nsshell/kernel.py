@@ -205,12 +205,23 @@ def join_namespaces(user_fd, mount_fd):
     """
     for fd, flag, what in ((user_fd, CLONE_NEWUSER, "user"), (mount_fd, CLONE_NEWNS, "mount")):
         try:
-            if hasattr(os, "setns"):
-                os.setns(fd, flag)
-            else:
-                _libc_call("setns", fd, flag)
+            _setns(fd, flag)
         except OSError as exc:
             raise KernelError(exc.errno, f"cannot join the vault's {what} namespace ({exc.strerror})") from None
+
+
+def _setns(fd, flag):
+    if hasattr(os, "setns"):  # Python 3.12+
+        os.setns(fd, flag)
+        return
+    # On 3.11, the full ctypes package costs more to import than the rest of
+    # the hot path together; its C core (_ctypes) can make the call alone.
+    # It cannot report errno, so a failure is repeated through ctypes for that.
+    import _ctypes
+
+    setns = _ctypes.dlsym(_ctypes.dlopen(None, os.RTLD_NOW), "setns")
+    if _ctypes.call_function(setns, (fd, flag)) != 0:
+        _libc_call("setns", fd, flag)
 
 
 def namespace_id(kind, pid="self"):

@@ -1,0 +1,1 @@
+"""nsshell benchmarks: ``python -m bench`` (see bench/README.md)."""

@@ -1,0 +1,386 @@
+"""nsshell benchmarks, measured side by side in one run.
+
+    python -m bench                  # everything, prints markdown tables
+    python -m bench --quick          # fewer rounds, smaller files
+    python -m bench --only run unlock io scale
+    python -m bench --write docs/benchmarks.md
+
+Run as an unprivileged user with nsshell installed in the same Python (the
+venv that scripts/test or scripts/demo makes).  Everything happens in a
+throwaway HOME; the seed article's scripts are reproduced from
+bench/seed/ and mounted the seed's way (unshare + daemonised gocryptfs).
+Results are ratios within one run: never compare absolute times across
+machines.
+"""
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench.timing import compare, spawn_and_wait
+
+HERE = Path(__file__).resolve().parent
+SEED = HERE / "seed" / "nsrunenter"
+PASSPHRASE = "bench passphrase"
+
+
+class Lab:
+    """A throwaway HOME with nsshell vaults and a seed-style mount."""
+
+    def __init__(self):
+        self.root = Path(tempfile.mkdtemp(prefix="nsb", dir="/tmp"))
+        self.home = self.root / "h"
+        self.runtime = self.root / "r"
+        self.home.mkdir()
+        self.runtime.mkdir(mode=0o700)
+        self.passfile = self.root / "pass"
+        self.passfile.write_text(PASSPHRASE + "\n")
+        self.exe = str(Path(sys.executable).parent / "nsshell")
+        if not os.path.exists(self.exe):
+            sys.exit("bench: nsshell is not installed next to this Python; run it from the project's venv")
+        self.env = {
+            "HOME": str(self.home),
+            "XDG_RUNTIME_DIR": str(self.runtime),
+            "XDG_CONFIG_HOME": str(self.home / ".config"),
+            "XDG_DATA_HOME": str(self.home / ".local/share"),
+            "PATH": f"{Path(self.exe).parent}:/usr/local/bin:/usr/bin:/bin",
+            "LANG": "C.UTF-8",
+        }
+        self.seed_dir = self.root / "seed"
+        self.seed_pid = None
+        self.background = []
+
+    def nsshell(self, *args, **kw):
+        return subprocess.run([self.exe, *map(str, args)], env=self.env, check=True, capture_output=True, text=True, **kw)
+
+    def create(self, name):
+        self.nsshell("create", name, "--passfile", self.passfile)
+
+    def open(self, name):
+        self.nsshell("open", name, "--passfile", self.passfile, "-q")
+
+    def mountpoint(self, name):
+        return str(self.home / "Vaults" / name)
+
+    def holder_gone(self, name):
+        return not (self.runtime / "nsshell" / f"{name}.state").exists()
+
+    def wait_locked(self, name, timeout=20):
+        deadline = time.monotonic() + timeout
+        while not self.holder_gone(name):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"vault {name} did not lock")
+            time.sleep(0.005)
+
+    # The seed article's way: gocryptfs daemonised inside `unshare -Umc`.
+    def seed_mount(self, crypt="crypt", plain="plain"):
+        self.seed_dir.mkdir(exist_ok=True)
+        (self.seed_dir / crypt).mkdir(exist_ok=True)
+        (self.seed_dir / plain).mkdir(exist_ok=True)
+        if not (self.seed_dir / crypt / "gocryptfs.conf").exists():
+            subprocess.run(
+                ["gocryptfs", "-init", "-q", "-passfile", str(self.passfile), "--", crypt],
+                cwd=self.seed_dir, check=True, capture_output=True,
+            )
+        subprocess.run(
+            ["unshare", "--keep-caps", "-Umc", "/usr/bin/gocryptfs", "-q", "-nosyslog", "-fsname", "BLOGDEMO",
+             "-passfile", str(self.passfile), crypt, plain],
+            cwd=self.seed_dir, check=True, env=self.env,
+        )
+        out = subprocess.run(
+            ["pgrep", "-u", str(os.getuid()), "-n", "-f", "^/usr/bin/gocryptfs.* -fsname BLOGDEMO "],
+            capture_output=True, text=True, check=True,
+        )
+        self.seed_pid = int(out.stdout.split()[0])
+        return self.seed_pid
+
+    def seed_unmount(self):
+        if self.seed_pid:
+            try:
+                os.kill(self.seed_pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            for _ in range(400):
+                if not os.path.exists(f"/proc/{self.seed_pid}"):
+                    break
+                time.sleep(0.01)
+            self.seed_pid = None
+
+    def start_sessions(self, name, count):
+        for _ in range(count):
+            self.background.append(
+                subprocess.Popen([self.exe, "run", name, "--", "sleep", "3600"], env=self.env, stdout=subprocess.DEVNULL)
+            )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            status = json.loads(self.nsshell("status", name, "--json").stdout)
+            if status["sessions"] >= count:
+                return
+            time.sleep(0.05)
+        raise RuntimeError("sessions did not register")
+
+    def close(self):
+        for proc in self.background:
+            proc.kill()
+        subprocess.run([self.exe, "lock", "--all", "--force"], env=self.env, capture_output=True)
+        self.seed_unmount()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def table(title, samples, baseline=0, note=""):
+    base = samples[baseline].median
+    lines = [f"### {title}", ""]
+    if note:
+        lines += [note, ""]
+    lines += ["| command | median ms | p90 ms | ratio to first row |", "|---|---:|---:|---:|"]
+    for s in samples:
+        lines.append(f"| `{s.name}` | {s.median * 1000:.2f} | {s.p90 * 1000:.2f} | {s.median / base:.2f}× |")
+    return "\n".join(lines) + "\n"
+
+
+# --- the measurements ----------------------------------------------------------------------
+
+
+def bench_run(lab, rounds):
+    lab.create("v")
+    lab.open("v")
+    seed_pid = lab.seed_mount()
+    python = sys.executable
+    samples = compare(
+        [
+            ("nsshell run v -- true", [lab.exe, "run", "v", "--", "true"]),
+            ("nsrunenter true (seed)", ["/bin/bash", str(SEED), "true"]),
+            ("nsenter -U -m -t PID true", ["/usr/bin/nsenter", "--preserve-credentials", "-U", "-m", "-t", str(seed_pid), "/bin/true"]),
+            ("python -c pass", [python, "-c", "pass"]),
+            ("python -S -c pass", [python, "-S", "-c", "pass"]),
+        ],
+        rounds,
+        lab.env,
+        cwd=str(lab.seed_dir),
+    )
+    lab.seed_unmount()
+    return table(
+        "1. A command in an open vault",
+        samples,
+        note="The seed script's vault is mounted the seed's way (unshare + daemonised gocryptfs); "
+        "`nsenter` joins that held namespace directly (the floor). `python -c pass` is the floor for any Python client.",
+    )
+
+
+def bench_unlock(lab, rounds):
+    if "v" not in lab.nsshell("list").stdout:
+        lab.create("v")
+    lab.nsshell("lock", "v", "--force")
+    lab.wait_locked("v")
+    # Same gocryptfs -init defaults (scrypt N=2^16) for both cipher dirs.
+    raw = lab.seed_dir
+    raw.mkdir(exist_ok=True)
+    (raw / "crypt2").mkdir(exist_ok=True)
+    (raw / "plain2").mkdir(exist_ok=True)
+    if not (raw / "crypt2" / "gocryptfs.conf").exists():
+        subprocess.run(["gocryptfs", "-init", "-q", "-passfile", str(lab.passfile), "--", "crypt2"], cwd=raw, check=True, capture_output=True)
+    raw_script = f"/usr/bin/gocryptfs -q -nosyslog -passfile {lab.passfile} crypt2 plain2 && ls plain2 >/dev/null && true; umount plain2"
+
+    def settle(name):
+        if name.startswith("nsshell"):
+            lab.wait_locked("v")
+        else:
+            subprocess.run(["pgrep", "-f", "crypt2 plain2"], capture_output=True)
+            for _ in range(400):
+                if subprocess.run(["pgrep", "-u", str(os.getuid()), "-f", "gocryptfs.*crypt2"], capture_output=True).returncode:
+                    break
+                time.sleep(0.01)
+
+    samples = compare(
+        [
+            ("nsshell run v --passfile F -- true (locked)", [lab.exe, "run", "v", "--passfile", str(lab.passfile), "--", "true"]),
+            ("unshare -Umc sh -c 'gocryptfs … && true; umount'", ["/usr/bin/unshare", "--keep-caps", "-Umc", "/bin/sh", "-c", raw_script]),
+        ],
+        max(3, rounds // 5),
+        lab.env,
+        cwd=str(raw),
+        warmup=1,
+        between=settle,
+    )
+    return table(
+        "2. Unlock: a command on a locked vault",
+        samples,
+        note="Both include gocryptfs's scrypt key derivation at the same cost. nsshell's row includes starting "
+        "the holder, verifying the mount and joining; the vault locks again (untimed) before the next round.",
+    )
+
+
+def bench_io(lab, quick):
+    size_mib = 32 if quick else 256
+    files = 1000 if quick else 10000
+    if "v" not in lab.nsshell("list").stdout:
+        lab.create("v")
+    lab.open("v")
+    seed_pid = lab.seed_mount()
+    inside_vault = [lab.exe, "run", "v", "--"]
+    inside_seed = ["/usr/bin/nsenter", "--preserve-credentials", "-U", "-m", "-t", str(seed_pid)]
+    targets = {"nsshell vault": (inside_vault, lab.mountpoint("v")), "direct gocryptfs mount": (inside_seed, str(lab.seed_dir / "plain"))}
+    python = sys.executable
+    small_write = (
+        "import os,sys; d=sys.argv[1]+'/small'; os.makedirs(d, exist_ok=True)\n"
+        f"for i in range({files}):\n"
+        "    with open(f'{d}/{i}', 'w') as f: f.write('x' * 100)\n"
+    )
+    small_read = f"import sys; d=sys.argv[1]+'/small'\nfor i in range({files}): open(f'{{d}}/{{i}}').read()\n"
+    tests = {
+        f"write {size_mib} MiB": lambda mp: ["/bin/dd", "if=/dev/zero", f"of={mp}/big", "bs=1M", f"count={size_mib}", "conv=fsync", "status=none"],
+        f"read {size_mib} MiB": lambda mp: ["/bin/dd", f"if={mp}/big", "of=/dev/null", "bs=1M", "status=none"],
+        f"create {files} small files": lambda mp: [python, "-c", small_write, mp],
+        f"read {files} small files": lambda mp: [python, "-c", small_read, mp],
+    }
+    lines = [
+        "### 6. I/O inside the vault vs the same gocryptfs mounted directly",
+        "",
+        "Throughput ratio: direct time / vault time (1.00 = equal; above 1 = the vault is faster). "
+        "Each figure is the median of 3 runs, alternating between the two mounts.",
+        "",
+        "| operation | vault ms | direct ms | vault throughput vs direct |",
+        "|---|---:|---:|---:|",
+    ]
+    for label, make in tests.items():
+        results = {}
+        for _ in range(3):
+            for name, (prefix, mp) in targets.items():
+                seconds, status = spawn_and_wait(prefix + make(mp), lab.env)
+                if status != 0:
+                    raise RuntimeError(f"{label} in {name} failed with {status}")
+                results.setdefault(name, []).append(seconds)
+        vault = sorted(results["nsshell vault"])[1]
+        direct = sorted(results["direct gocryptfs mount"])[1]
+        lines.append(f"| {label} | {vault * 1000:.0f} | {direct * 1000:.0f} | {direct / vault:.2f}× |")
+    lab.seed_unmount()
+    lab.nsshell("lock", "v", "--force")
+    return "\n".join(lines) + "\n"
+
+
+def _rss_kib(pid):
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        return 0
+    return 0
+
+
+def bench_scale(lab, rounds, quick):
+    lines = ["### 7. Scale", ""]
+    if "v" not in lab.nsshell("list").stdout:
+        lab.create("v")
+    lab.open("v")
+    run_true = [lab.exe, "run", "v", "--", "true"]
+    rows = []
+    previous = 0
+    for sessions in (1, 10, 100):
+        lab.start_sessions("v", sessions - previous)
+        previous = sessions
+        rows.append((f"{sessions} sessions open", compare([("run", run_true)], rounds, lab.env)[0]))
+    for proc in lab.background:
+        proc.kill()
+    lab.background.clear()
+    vault_counts = (1, 8) if quick else (1, 8, 32)
+    opened = 1
+    for count in vault_counts:
+        for i in range(opened, count):
+            lab.create(f"s{i}")
+            lab.open(f"s{i}")
+        opened = max(opened, count)
+        rows.append((f"{count} vaults open", compare([("run", run_true)], rounds, lab.env)[0]))
+    lines += ["`nsshell run v -- true`:", "", "| situation | median ms | p90 ms |", "|---|---:|---:|"]
+    for label, sample in rows:
+        lines.append(f"| {label} | {sample.median * 1000:.2f} | {sample.p90 * 1000:.2f} |")
+    state = json.loads((lab.runtime / "nsshell" / "v.state").read_text())
+    parts = {role: _rss_kib(state[role][0]) for role in ("supervisor", "keeper", "backend")}
+    lines += [
+        "",
+        f"Memory per open vault (RSS): supervisor {parts['supervisor'] / 1024:.1f} MiB + keeper "
+        f"{parts['keeper'] / 1024:.1f} MiB + gocryptfs {parts['backend'] / 1024:.1f} MiB = "
+        f"{sum(parts.values()) / 1024:.1f} MiB (shared pages counted in each).",
+        "",
+    ]
+    lab.nsshell("lock", "--all", "--force")
+    # `nsshell list` with many registered vaults (registry written directly).
+    registry = lab.home / ".config" / "nsshell" / "vaults.toml"
+    original = registry.read_text()
+    for count in (10, 500):
+        extra = "".join(
+            f'\n[vaults.many{i}]\ncipher_dir = "{lab.root}/c{i}"\nmountpoint = "{lab.root}/m{i}"\n' for i in range(count)
+        )
+        registry.write_text(original + extra)
+        sample = compare([("list", [lab.exe, "list"])], rounds, lab.env)[0]
+        lines.append(f"`nsshell list` with {count + len(vault_counts) + 1 - 1} vaults: median {sample.median * 1000:.1f} ms, p90 {sample.p90 * 1000:.1f} ms  ")
+    registry.write_text(original)
+    return "\n".join(lines) + "\n"
+
+
+def machine():
+    cpu = "unknown CPU"
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gocryptfs = subprocess.run(["gocryptfs", "-version"], capture_output=True, text=True).stdout.split(";")[0]
+    return (
+        f"Machine: {platform.node() and 'this run'}: {os.cpu_count()} CPUs ({cpu}), Linux {platform.release()}, "
+        f"Python {platform.python_version()}, {gocryptfs}."
+    )
+
+
+BENCHES = ("run", "unlock", "io", "scale", "shells")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="fewer rounds and smaller files")
+    parser.add_argument("--only", nargs="+", choices=BENCHES, help="run only these")
+    parser.add_argument("--rounds", type=int, help="samples per contender (default 60, quick 15)")
+    parser.add_argument("--write", metavar="FILE", help="also write the report to FILE (markdown)")
+    args = parser.parse_args(argv)
+    if os.geteuid() == 0:
+        sys.exit("bench: run as an unprivileged user (nsshell needs no root, and root changes what is measured)")
+    rounds = args.rounds or (15 if args.quick else 60)
+    chosen = args.only or BENCHES
+    lab = Lab()
+    sections = [f"# nsshell benchmarks\n\n{machine()}\n\nRounds per contender: {rounds}. Generated by `python -m bench{' --quick' if args.quick else ''}`.\n"]
+    try:
+        for name in chosen:
+            print(f"bench: {name} ...", file=sys.stderr)
+            if name == "run":
+                sections.append(bench_run(lab, rounds))
+            elif name == "unlock":
+                sections.append(bench_unlock(lab, rounds))
+            elif name == "io":
+                sections.append(bench_io(lab, args.quick))
+            elif name == "scale":
+                sections.append(bench_scale(lab, rounds, args.quick))
+            elif name == "shells":
+                from bench import shells
+
+                sections.append(shells.report(lab, rounds, args.quick))
+            print(sections[-1])
+    finally:
+        lab.close()
+    if args.write:
+        Path(args.write).write_text("\n".join(sections))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
