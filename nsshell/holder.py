@@ -226,6 +226,10 @@ class Keeper:
                     )
                 )
                 return
+            # Take the socket path away before saying OK: a caller that then
+            # waits for the holder to stop must not reach this socket again and
+            # mistake a locking holder for a serving one.
+            self.stop_listening()
             conn.sendall(b"OK\n")
             self.lock_and_exit()
         else:
