@@ -131,6 +131,19 @@ class Keeper:
         if os.stat(self.mountpoint).st_dev == os.stat(os.path.dirname(self.mountpoint) or "/").st_dev:
             raise NsshellError(f"{self.mountpoint} is not a separate filesystem; nothing was started", FAILURE)
 
+    def mount_intact(self):
+        """Whether the vault is still the top mount at the mountpoint.
+
+        A process that joined with its own client (not `nsshell run`) holds
+        full capabilities in the namespace until it execs, so it can unmount
+        or cover the vault there.  Check before every JOIN, so that no later
+        session writes into the bare directory beneath (NAMESPACE-FACTS 5)."""
+        try:
+            entry = kernel.mount_entry(self.mountpoint)
+        except OSError:
+            return False
+        return entry is not None and entry[0] == f"fuse.{BACKEND.fuse_subtype}"
+
     def listen(self):
         old_umask = os.umask(0o077)
         try:
@@ -201,6 +214,12 @@ class Keeper:
     def handle(self, conn, pid, words):
         verb = words[0] if words else ""
         if verb == "JOIN":
+            if not self.failed and not self.mount_intact():
+                self.failed = (
+                    f"vault {self.name!r} is no longer mounted at {self.mountpoint} inside its namespace "
+                    f"(something there unmounted or covered it); nothing was started; run "
+                    f"'nsshell lock {self.name} --force', then open it again"
+                )
             if self.failed:
                 conn.sendall(_line(f"ERR {FAILURE} {self.failed}"))
                 return
