@@ -71,13 +71,20 @@ def runtime_dir(create=True):
         if not create:
             raise
         parent = os.path.dirname(path)
-        if not os.path.isdir(parent):
-            os.makedirs(parent, mode=0o700, exist_ok=True)
         try:
-            os.mkdir(path, 0o700)
-        except FileExistsError:
-            pass  # a racing nsshell made it; checked below like any other
-        info = os.lstat(path)
+            if not os.path.isdir(parent):
+                os.makedirs(parent, mode=0o700, exist_ok=True)
+            try:
+                os.mkdir(path, 0o700)
+            except FileExistsError:
+                pass  # a racing nsshell made it; checked below like any other
+            info = os.lstat(path)
+        except OSError as exc:
+            raise NsshellError(
+                f"cannot create the runtime directory {path} ({exc.strerror}); "
+                "set XDG_RUNTIME_DIR to a private directory you own",
+                UNSAFE,
+            ) from None
     check_private_dir(path, info)
     return path
 
