@@ -17,10 +17,10 @@ import psutil
 REPORT = Path(os.environ.get("NSSHELL_RELIABILITY_REPORT", "/tmp/nsshell-reliability.jsonl"))
 
 
-def record(kind, **figures):
+def record(event, **figures):
     """Append one measured figure to the run's report (docs/reliability.md
     quotes it) and print it, so `pytest -s` shows the counts too."""
-    line = {"kind": kind, **figures}
+    line = {"event": event, **figures}
     print(f"[reliability] {json.dumps(line, sort_keys=True)}")
     try:
         with open(REPORT, "a", encoding="utf-8") as f:

@@ -1,0 +1,36 @@
+"""Fault injection for the holder, active only when NSSHELL_TEST_FAULT is set.
+
+Tests put this directory on PYTHONPATH; the holder (python -m nsshell.holder)
+inherits the environment and imports this module at start-up.  Nothing in
+nsshell knows about it: it replaces kernel functions from the outside.
+
+  fuse-denied  /dev/fuse cannot be opened (EACCES), as on machines without udev
+  mount-fails  mount(2) of the FUSE fd fails (EINVAL), as with an fd from the wrong namespace
+  mount-noop   mount(2) "succeeds" but mounts nothing: the case NAMESPACE-FACTS 5 warns about
+"""
+
+import os
+
+_fault = os.environ.get("NSSHELL_TEST_FAULT", "")
+
+if _fault:
+    from nsshell import kernel
+
+    if _fault == "fuse-denied":
+
+        def open_fuse_device():
+            raise kernel.KernelError(13, "/dev/fuse is not accessible (injected fault)")
+
+        kernel.open_fuse_device = open_fuse_device
+    elif _fault == "mount-fails":
+
+        def mount_fuse(*args, **kwargs):
+            raise kernel.KernelError(22, "cannot mount FUSE (injected fault: Invalid argument)")
+
+        kernel.mount_fuse = mount_fuse
+    elif _fault == "mount-noop":
+
+        def mount_fuse(*args, **kwargs):
+            return None
+
+        kernel.mount_fuse = mount_fuse
