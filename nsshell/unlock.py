@@ -59,9 +59,12 @@ class VaultLock:
 def read_state(name, base):
     try:
         with open(paths.state_path(name, base), encoding="utf-8") as f:
-            return json.load(f)
-    except (FileNotFoundError, ValueError):
+            state = json.load(f)
+    except (OSError, ValueError):
         return None
+    # A record that parses but is not ours (truncated, edited, another
+    # version's) is as stale as a missing one.
+    return state if isinstance(state, dict) else None
 
 
 def _alive(record):
