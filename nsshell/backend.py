@@ -8,8 +8,6 @@ environment or a file.  Keep this interface small so that other backends
 """
 
 import os
-import shutil
-import subprocess
 
 from nsshell.errors import BAD_PASSPHRASE, FAILURE, UNSUPPORTED, NsshellError
 
@@ -30,7 +28,7 @@ class Gocryptfs:
 
     @staticmethod
     def binary():
-        found = shutil.which("gocryptfs")
+        found = _which("gocryptfs")
         if not found:
             raise NsshellError(
                 "gocryptfs is not installed; install it with 'sudo apt install gocryptfs'", UNSUPPORTED
@@ -43,6 +41,8 @@ class Gocryptfs:
 
     def initialise(self, cipher_dir, passphrase):
         """Create a new encrypted directory; passphrase is bytes, sent on stdin."""
+        import subprocess
+
         result = subprocess.run(
             [self.binary(), "-init", "-q", "--", cipher_dir],
             input=passphrase + b"\n",
@@ -76,12 +76,23 @@ class Gocryptfs:
 
     def fsck(self, cipher_dir, passphrase):
         """Run gocryptfs -fsck; returns (exit code, output)."""
+        import subprocess
+
         result = subprocess.run(
             [self.binary(), "-fsck", "-q", "--", cipher_dir],
             input=passphrase + b"\n",
             capture_output=True,
         )
         return result.returncode, (result.stdout + result.stderr).decode(errors="replace")
+
+
+def _which(program):
+    """shutil.which without importing shutil (the holder starts on every unlock)."""
+    for directory in os.environ.get("PATH", os.defpath).split(os.pathsep):
+        candidate = os.path.join(directory or ".", program)
+        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return candidate
+    return None
 
 
 def _last_line(raw):

@@ -38,9 +38,13 @@ def _fast_path(argv):
     if len(argv) >= 4 and argv[0] == "run" and argv[2] == "--" and not argv[1].startswith("-"):
         name, command = argv[1], argv[3:]
         return lambda: _run(name, command, None)
-    if len(argv) == 2 and argv[0] == "enter" and not argv[1].startswith("-"):
+    if argv[:1] == ["enter"] and len(argv) in (2, 4) and not argv[1].startswith("-"):
         name = argv[1]
-        return lambda: _enter(name, None, None)
+        if len(argv) == 2:
+            return lambda: _enter(name, None, None)
+        if argv[2] == "--shell":  # what the shell integrations call
+            shell = argv[3]
+            return lambda: _enter(name, shell, None)
     return None
 
 

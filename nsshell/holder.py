@@ -32,6 +32,7 @@ import sys
 import time
 
 from nsshell import kernel, paths
+from nsshell.kernel import process_start_time
 from nsshell.backend import BACKEND
 from nsshell.errors import BUSY, CONFLICT, FAILURE, UNSAFE, NsshellError
 
@@ -48,21 +49,6 @@ def _line(text):
 def _error_line(exc):
     code = getattr(exc, "code", FAILURE)
     return _line(f"ERR {code} {exc}")
-
-
-def process_start_time(pid):
-    """Start time of pid in clock ticks since boot, or None if it is gone.
-
-    A pid plus its start time names a process for good: a reused pid has a
-    different start time, so stale records never make us signal a stranger."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            raw = f.read()
-    except OSError:
-        return None
-    # The command name can hold spaces and parentheses; fields resume after the last ')'.
-    fields = raw[raw.rindex(b")") + 2 :].split()
-    return int(fields[19])
 
 
 # --- keeper -----------------------------------------------------------------------------
@@ -255,7 +241,8 @@ class Keeper:
             conn.sendall(_line(f"ERR {FAILURE} unknown request"))
 
     def status(self):
-        self.refresh_sessions()
+        # sessions: what joined (and what was adopted once those ended);
+        # members: every process that can see the vault right now.
         return {
             "name": self.name,
             "state": "failed" if self.failed else "open",

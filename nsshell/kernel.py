@@ -238,6 +238,21 @@ def in_child_user_namespace():
         return f.read().split() != ["0", "0", "4294967295"]
 
 
+def process_start_time(pid):
+    """Start time of pid in clock ticks since boot, or None if it is gone.
+
+    A pid plus its start time names a process for good: a reused pid has a
+    different start time, so stale records never make us signal a stranger."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            raw = f.read()
+    except OSError:
+        return None
+    # The command name can hold spaces and parentheses; fields resume after the last ')'.
+    fields = raw[raw.rindex(b")") + 2 :].split()
+    return int(fields[19])
+
+
 # --- file descriptors over unix sockets --------------------------------------
 
 

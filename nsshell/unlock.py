@@ -11,15 +11,16 @@ import fcntl
 import json
 import os
 import signal
-import subprocess
 import sys
 import time
 
 from nsshell import client, kernel, paths, registry
 from nsshell.backend import BACKEND
 from nsshell.errors import BAD_PASSPHRASE, CONFLICT, FAILURE, UNSUPPORTED, NsshellError
-from nsshell.holder import READY_TIMEOUT, process_start_time
+from nsshell.kernel import process_start_time
 from nsshell.passphrase import PassphraseSource
+
+READY_TIMEOUT = 180.0  # scrypt is slow on purpose, and a passphrase may still be typed
 
 PASSPHRASE_ATTEMPTS = 3
 STOPPING_TIMEOUT = 15.0  # how long to wait for a holder that is locking right now
@@ -188,9 +189,16 @@ def ensure_open(name, source=None, hold=False):
         interactive = source.interactive and not extpass
         attempts = PASSPHRASE_ATTEMPTS if interactive else 1
         for attempt in range(1, attempts + 1):
-            passphrase = None if extpass else source.read(name)
+            # Start the holder first: it sets up the namespace and starts
+            # gocryptfs while the passphrase is being typed (or read).
+            holder = HolderStart(vault, extpass, hold, base)
             try:
-                start_holder(vault, passphrase, extpass, hold, base)
+                passphrase = None if extpass else source.read(name)
+            except BaseException:
+                holder.abandon()
+                raise
+            try:
+                holder.finish(passphrase)
                 return True
             except NsshellError as exc:
                 if exc.code != BAD_PASSPHRASE or attempt == attempts:
@@ -207,56 +215,72 @@ def _open_already(name, base, hold):
     return reply is not None
 
 
-def start_holder(vault, passphrase, extpass, hold, base):
-    """Start a holder for vault and wait until it serves or fails."""
-    spec = {
-        "name": vault.name,
-        "cipher_dir": vault.cipher_dir,
-        "mountpoint": vault.mountpoint,
-        "linger": vault.linger,
-        "hold": hold,
-        "extpass": extpass,
-        "history": vault.history,
-        "runtime_dir": base,
-    }
-    spec_r, spec_w = os.pipe()
-    pass_r, pass_w = os.pipe()
-    status_r, status_w = os.pipe()
-    try:
+class HolderStart:
+    """A holder being started: ``python -m nsshell.holder`` in a new session,
+    fed its spec on one pipe, the passphrase on another (which it hands to
+    gocryptfs unread), and answering READY or ERR on a third."""
+
+    def __init__(self, vault, extpass, hold, base):
+        spec = {
+            "name": vault.name,
+            "cipher_dir": vault.cipher_dir,
+            "mountpoint": vault.mountpoint,
+            "linger": vault.linger,
+            "hold": hold,
+            "extpass": extpass,
+            "history": vault.history,
+            "runtime_dir": base,
+        }
+        self.name = vault.name
+        spec_r, spec_w = os.pipe()
+        pass_r, self.pass_w = os.pipe2(os.O_CLOEXEC)
+        self.status_r, status_w = os.pipe2(os.O_CLOEXEC)
         os.write(spec_w, json.dumps(spec).encode())
-        # The passphrase waits in the pipe until gocryptfs reads it as stdin;
-        # the holder passes the fd on without reading it.
-        if passphrase is not None:
-            os.write(pass_w, passphrase + b"\n")
-    finally:
         os.close(spec_w)
-        os.close(pass_w)
-    try:
-        starter = subprocess.Popen(
-            [sys.executable, "-m", "nsshell.holder", vault.name, base, str(spec_r), str(pass_r), str(status_w)],
-            pass_fds=(spec_r, pass_r, status_w),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-            cwd="/",
-        )
-    finally:
-        os.close(spec_r)
-        os.close(pass_r)
-        os.close(status_w)
-    try:
-        starter.wait()
-        reply = _read_all(status_r, READY_TIMEOUT)
-    finally:
-        os.close(status_r)
-    text = reply.decode(errors="replace").strip()
-    if text == "READY":
-        return
-    if text.startswith("ERR "):
-        _, code, message = (text.split(" ", 2) + [""])[:3]
-        raise NsshellError(message, int(code) if code.isdigit() else FAILURE)
-    raise NsshellError(f"the holder of vault {vault.name!r} stopped without saying why; see 'nsshell doctor'", FAILURE)
+        argv = [sys.executable, "-m", "nsshell.holder", vault.name, base, str(spec_r), str(pass_r), str(status_w)]
+        for fd in (spec_r, pass_r, status_w):
+            os.set_inheritable(fd, True)
+        null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+        try:
+            # posix_spawn: cheaper than subprocess, and only these three pipes
+            # are inheritable (the vault lock's fd is CLOEXEC: NAMESPACE-FACTS 18).
+            starter = os.posix_spawn(
+                sys.executable,
+                argv,
+                os.environ,
+                file_actions=[(os.POSIX_SPAWN_DUP2, null, fd) for fd in (0, 1, 2)],
+                setsid=True,
+            )
+        finally:
+            for fd in (spec_r, pass_r, status_w, null):
+                os.close(fd)
+        os.waitpid(starter, 0)  # it forks the real holder and exits at once
+
+    def abandon(self):
+        """No passphrase after all: gocryptfs reads EOF and the holder ends."""
+        os.close(self.pass_w)
+        os.close(self.status_r)
+
+    def finish(self, passphrase):
+        """Hand over the passphrase, wait until the holder serves or fails."""
+        try:
+            if passphrase is not None:
+                os.write(self.pass_w, passphrase + b"\n")
+        except BrokenPipeError:
+            pass  # the holder failed already; its status line says why
+        finally:
+            os.close(self.pass_w)
+        try:
+            reply = _read_all(self.status_r, READY_TIMEOUT)
+        finally:
+            os.close(self.status_r)
+        text = reply.decode(errors="replace").strip()
+        if text == "READY":
+            return
+        if text.startswith("ERR "):
+            _, code, message = (text.split(" ", 2) + [""])[:3]
+            raise NsshellError(message, int(code) if code.isdigit() else FAILURE)
+        raise NsshellError(f"the holder of vault {self.name!r} stopped without saying why; see 'nsshell doctor'", FAILURE)
 
 
 def _read_all(fd, timeout):

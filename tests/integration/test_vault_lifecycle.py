@@ -119,14 +119,22 @@ def test_racing_unlocks_end_with_one_holder(vault):
     mp = vault.mountpoint("taxes")
     results = [None] * 10
 
+    release = vault.root / "release"
+
     def unlock(i):
-        results[i] = vault.inside("taxes", f"echo {i} > {mp}/r{i}; sleep 1", check=False)
+        script = f"echo {i} > {mp}/r{i}; while [ ! -e {release} ]; do sleep 0.05; done"
+        results[i] = vault.inside("taxes", script, check=False)
 
     threads = [threading.Thread(target=unlock, args=(i,)) for i in range(10)]
     for t in threads:
         t.start()
-    time.sleep(0.5)
+    # All ten join (or fail) before anything is counted.
+    vault.wait_until(
+        lambda: vault.state("taxes")["sessions"] == 10 or not any(t.is_alive() for t in threads),
+        timeout=60, what="ten sessions",
+    )
     gocryptfs = [p for p in vault.holder_pids() if psutil.Process(p).name() == "gocryptfs"]
+    release.touch()
     for t in threads:
         t.join()
     assert [r.returncode for r in results] == [0] * 10, [r.stderr for r in results]
