@@ -9,7 +9,6 @@ an error that names the file, the vault and the key; nsshell never rewrites
 a registry it could not read, so nothing in it is lost.
 """
 
-import dataclasses
 import fcntl
 import os
 import tomllib
@@ -22,14 +21,28 @@ CONFIG_ERROR = 1
 HISTORY_CHOICES = ("vault", "off", "outer")
 
 
-@dataclasses.dataclass
 class Vault:
-    name: str
-    cipher_dir: str
-    mountpoint: str
-    linger: int = 0  # seconds the vault stays open after its last session ends
-    extpass: str | None = None  # program that prints the passphrase (gocryptfs -extpass)
-    history: str = "vault"  # where inner shells keep history: in the vault, nowhere, or as outside
+    """One registry entry.  A plain class rather than a dataclass: the
+    dataclasses module pulls in inspect, and this is on the unlock path."""
+
+    __slots__ = ("name", "cipher_dir", "mountpoint", "linger", "extpass", "history")
+
+    def __init__(self, name, cipher_dir, mountpoint, linger=0, extpass=None, history="vault"):
+        self.name = name
+        self.cipher_dir = cipher_dir
+        self.mountpoint = mountpoint
+        self.linger = linger  # seconds the vault stays open after its last session ends
+        self.extpass = extpass  # program that prints the passphrase (gocryptfs -extpass)
+        self.history = history  # where inner shells keep history: in the vault, nowhere, or as outside
+
+    def _fields(self):
+        return tuple(getattr(self, field) for field in self.__slots__)
+
+    def __eq__(self, other):
+        return isinstance(other, Vault) and self._fields() == other._fields()
+
+    def __repr__(self):
+        return "Vault(" + ", ".join(f"{f}={getattr(self, f)!r}" for f in self.__slots__) + ")"
 
     def to_toml(self):
         lines = [f"[vaults.{self.name}]"]
