@@ -128,12 +128,12 @@ def assert_nothing_left(world, *names, timeout=20.0):
         time.sleep(0.1)
 
 
-def fsck(world, name, passphrase=None):
+def fsck(world, name, passphrase=None, cipher_dir=None):
     """gocryptfs -fsck -q on the cipher dir, passphrase on stdin: (code, output)."""
     from conftest import PASSPHRASE
 
     result = subprocess.run(
-        ["gocryptfs", "-fsck", "-q", "--", str(world.cipher_dir(name))],
+        ["gocryptfs", "-fsck", "-q", "--", str(cipher_dir or world.cipher_dir(name))],
         input=((passphrase or PASSPHRASE) + "\n").encode(),
         capture_output=True,
         timeout=120,
