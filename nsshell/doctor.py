@@ -66,7 +66,7 @@ def check_apparmor():
         return Check(
             "AppArmor user namespace restriction", "fail",
             "kernel.apparmor_restrict_unprivileged_userns=1 (Ubuntu 23.10+) blocks unprivileged user namespaces",
-            "install an AppArmor profile that allows userns for nsshell's python (see docs/install.md), "
+            "install an AppArmor profile that allows userns for nsshell's python (see docs/install.md in the nsshell sources), "
             "or: sudo sysctl kernel.apparmor_restrict_unprivileged_userns=0",
         )
     return Check("AppArmor user namespace restriction", "ok", "not restricting" if value is not None else "not present")
