@@ -110,30 +110,44 @@ __nsshell_seg=
 # Runs last in PROMPT_COMMAND, inside a vault only.  Builtins only.  Puts the
 # segment back when something (starship, a later PS1=) rebuilt PS1, and says
 # "locked" when the mount is gone: a dead FUSE mount fails the -d test
-# (ENOTCONN), an unmounted one lacks the .nsshell directory.
+# (ENOTCONN), an unmounted one lacks the .nsshell directory.  The segment is
+# recomputed only when what it depends on changed.
 function __nsshell_prompt_hook {
-    \builtin local __nsshell_s=$?
+    \builtin local __nsshell_s=$? __nsshell_state=open
+    if [[ ! -d ${__nsshell_probe:-${NSSHELL_MOUNTPOINT-}/.} ]]; then __nsshell_state=locked; fi
+    if [[ ${__nsshell_state}:${NSSHELL_VAULT-}:${NSSHELL_PROMPT-}:${NO_COLOR:+plain}:${__nsshell_prompt}:${BASHOPTS} != "${__nsshell_key-}" ]]; then
+        __nsshell_key=${__nsshell_state}:${NSSHELL_VAULT-}:${NSSHELL_PROMPT-}:${NO_COLOR:+plain}:${__nsshell_prompt}:${BASHOPTS}
+        __nsshell_segment "${__nsshell_state}"
+    fi
+    if [[ -z ${__nsshell_seg} ]]; then
+        if [[ ${PS1-} == *"${__nsshell_mark}"* ]]; then PS1=${PS1//"${__nsshell_mark}"/}; fi
+    elif [[ ${PS1-} != *"${__nsshell_mark}"* ]]; then
+        PS1=${__nsshell_mark}${PS1-}
+    fi
+    return "${__nsshell_s}"
+}
+
+# Set the segment and its colours for state $1 (open|locked); empty when off.
+function __nsshell_segment {
+    __nsshell_seg=
+    __nsshell_c=
+    __nsshell_r=
     if [[ -z ${NSSHELL_VAULT-} || ${NSSHELL_PROMPT-} == 0 || ${__nsshell_prompt} != 1 ]] ||
         ! \builtin shopt -q promptvars; then
-        PS1=${PS1//"${__nsshell_mark}"/}
-        return "${__nsshell_s}"
+        return 0
     fi
-    if [[ -d ${__nsshell_probe:-${NSSHELL_MOUNTPOINT-}/.} ]]; then
-        __nsshell_seg="[vault:${NSSHELL_VAULT}] "
-        __nsshell_c=$'\e[1;36m'
-    else
+    if [[ $1 == locked ]]; then
         __nsshell_seg="[vault:${NSSHELL_VAULT} locked] "
         __nsshell_c=$'\e[1;31m'
+    else
+        __nsshell_seg="[vault:${NSSHELL_VAULT}] "
+        __nsshell_c=$'\e[1;36m'
     fi
     __nsshell_r=$'\e[0m'
     if [[ -n ${NO_COLOR-} ]]; then
         __nsshell_c=
         __nsshell_r=
     fi
-    if [[ ${PS1-} != *"${__nsshell_mark}"* ]]; then
-        PS1=${__nsshell_mark}${PS1-}
-    fi
-    return "${__nsshell_s}"
 }
 
 # Append the hook to PROMPT_COMMAND (a string, or an array in bash 5.1+),

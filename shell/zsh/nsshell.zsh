@@ -92,49 +92,59 @@ function __nsshell_history {
     esac
 }
 
-typeset -g __nsshell_seg=''
+typeset -g __nsshell_seg='' __nsshell_want='' __nsshell_key=''
 
-# Runs last in precmd_functions, inside a vault only.  Builtins only.  The
-# name is baked into PROMPT, escaped for prompt expansion (% doubled) and,
-# with prompt_subst, for parameter/command expansion too, so it can never run
-# as code.  Says "locked" when the mount is gone: a dead FUSE mount fails the
-# -d test (ENOTCONN), an unmounted one lacks the .nsshell directory.
+# Runs last in precmd_functions, inside a vault only.  Builtins only, and no
+# `emulate` here: a zsh function call is the biggest cost of a prompt hook, so
+# the segment is recomputed only when what it depends on changed.  Says
+# "locked" when the mount is gone: a dead FUSE mount fails the -d test
+# (ENOTCONN), an unmounted one lacks the .nsshell directory.
 function __nsshell_precmd {
     local -i s=$?
-    local subst=0 text seg
-    [[ -o promptsubst ]] && subst=1
-    emulate -L zsh
-    if [[ -z ${NSSHELL_VAULT-} || ${NSSHELL_PROMPT-} == 0 || $__nsshell_prompt != 1 ]]; then
-        if [[ -n $__nsshell_seg ]]; then
-            PROMPT=${PROMPT/"$__nsshell_seg"/}
-            __nsshell_seg=''
-        fi
-        return s
+    local state=open
+    [[ -d ${__nsshell_probe:-${NSSHELL_MOUNTPOINT-}/.} ]] || state=locked
+    [[ -o promptsubst ]] && state+=+subst
+    if [[ $state:${NSSHELL_VAULT-}:${NSSHELL_PROMPT-}:${NO_COLOR:+plain}:$__nsshell_prompt != "$__nsshell_key" ]]; then
+        __nsshell_key=$state:${NSSHELL_VAULT-}:${NSSHELL_PROMPT-}:${NO_COLOR:+plain}:$__nsshell_prompt
+        __nsshell_segment $state
     fi
-    if [[ -d ${__nsshell_probe:-${NSSHELL_MOUNTPOINT-}/.} ]]; then
-        text="[vault:$NSSHELL_VAULT]"
-        seg='%B%F{cyan}'
-    else
+    if [[ $__nsshell_want != "$__nsshell_seg" || $PROMPT != *"$__nsshell_seg"* ]]; then
+        [[ -n $__nsshell_seg ]] && PROMPT=${PROMPT/"$__nsshell_seg"/}
+        PROMPT=$__nsshell_want$PROMPT
+        __nsshell_seg=$__nsshell_want
+    fi
+    return s
+}
+
+# The segment for state $1 (open|locked, +subst under prompt_subst), empty
+# when off.  The name is baked into PROMPT, escaped for prompt expansion (%
+# doubled) and, under prompt_subst, for parameter and command expansion too,
+# so it can never run as code.
+function __nsshell_segment {
+    emulate -L zsh
+    local text
+    __nsshell_want=''
+    if [[ -z ${NSSHELL_VAULT-} || ${NSSHELL_PROMPT-} == 0 || $__nsshell_prompt != 1 ]]; then
+        return 0
+    fi
+    if [[ $1 == locked* ]]; then
         text="[vault:$NSSHELL_VAULT locked]"
-        seg='%B%F{red}'
+        __nsshell_want='%B%F{red}'
+    else
+        text="[vault:$NSSHELL_VAULT]"
+        __nsshell_want='%B%F{cyan}'
     fi
     text=${text//\%/%%}
-    if (( subst )); then
+    if [[ $1 == *+subst ]]; then
         text=${text//\\/\\\\}
         text=${text//\$/\\\$}
         text=${text//\`/\\\`}
     fi
     if [[ -n ${NO_COLOR-} ]]; then
-        seg="$text "
+        __nsshell_want="$text "
     else
-        seg="$seg$text%f%b "
+        __nsshell_want="$__nsshell_want$text%f%b "
     fi
-    if [[ $seg != "$__nsshell_seg" || $PROMPT != *"$__nsshell_seg"* ]]; then
-        [[ -n $__nsshell_seg ]] && PROMPT=${PROMPT/"$__nsshell_seg"/}
-        PROMPT=$seg$PROMPT
-        __nsshell_seg=$seg
-    fi
-    return s
 }
 
 # Everything a shell inside a vault needs; safe to call again.
@@ -277,7 +287,7 @@ function __nsshell_completion {
 function __nsshell_completion_retry {
     precmd_functions=(${precmd_functions:#__nsshell_completion_retry})
     __nsshell_completion && return 0
-    compctl -K __nsshell_compctl -x 'r[--,]' -l '' -- __NSSHELL_CMD__ nsshell
+    compctl -K __nsshell_compctl -x 'r[--,;]' -l '' -- __NSSHELL_CMD__ nsshell
     return 0
 }
 

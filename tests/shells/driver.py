@@ -31,6 +31,7 @@ class Shell:
             argv[0], argv[1:], env=env, cwd=str(cwd), encoding="utf-8", codec_errors="replace",
             timeout=TIMEOUT, dimensions=(50, 250),
         )
+        self.child.delaybeforesend = None  # pexpect sleeps 50 ms before every send otherwise
         self.raw = ""
         self.pos = 0  # how much of clean(raw) has been consumed by expect()
 

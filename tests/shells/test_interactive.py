@@ -87,7 +87,7 @@ SHELLS = {
 def test_enter_work_leave(world, kind):
     start, outer_history, inner_history = SHELLS[kind]
     mountpoint = world.create("taxes")
-    world.create("photos")
+    _names(world, "photos")  # a second name, for completion and the nesting refusal
     shell = start(world)
     try:
         out = shell.run('echo "upc=$__upc"', r"L1>")
@@ -142,3 +142,67 @@ def test_enter_work_leave(world, kind):
     assert "tax-secret" not in outer and "s3cr3t" not in outer, outer
     inside = world.inside("taxes", f'cat "$NSSHELL_MOUNTPOINT/.nsshell/{inner_history}"').stdout
     assert "tax-secret" in inside, inside
+
+
+def _names(world, *names):
+    """Vault names as completion sees them (the files nsshell keeps in sync)."""
+    directory = world.home / ".config" / "nsshell" / "names"
+    directory.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        (directory / name).touch()
+
+
+def _complete(shell, typed, expected, prompt):
+    shell.send(typed + "\t")
+    shell.expect(expected)
+    shell.send("\x15")  # ctrl-U: drop the line
+    shell.run("echo cleared-$((1+1))", r"cleared-2")
+    shell.expect(prompt)
+
+
+@pytest.mark.parametrize(
+    "kind,variant", [("bash", "string"), ("bash", "array"), ("zsh", "before"), ("zsh", "after"), ("zsh", "none")]
+)
+def test_tab_completion(world, kind, variant):
+    """Names after a verb, for `vault` and `nsshell` alike, and after
+    `run NAME --` the command like any command.  zsh: with compinit before
+    the eval line, after it (compdef is retried at the first prompt), and
+    never (compctl)."""
+    _names(world, "taxes", "tools", "photos")
+    if kind == "bash":
+        extra = "PROMPT_COMMAND=(\"$PROMPT_COMMAND\")\n" if variant == "array" else ""
+        shell = bash_shell(world, rc_extra=extra)
+    else:
+        shell = zsh_shell(world, compinit=variant)
+    try:
+        shell.run("true", r"L1>")  # the first prompt has been drawn, precmd hooks ran
+        _complete(shell, "vault enter ta", r"vault enter taxes ", r"L1>")
+        _complete(shell, "nsshell lock ph", r"nsshell lock photos ", r"L1>")
+        _complete(shell, "vault ente", r"vault enter ", r"L1>")
+        _complete(shell, "vault run taxes -- mkfif", r"vault run taxes -- mkfifo ", r"L1>")
+        shell.send("exit\r")
+        assert shell.wait_exit() == 0
+    finally:
+        shell.close()
+
+
+@pytest.mark.parametrize("kind", sorted(SHELLS))
+def test_forced_lock_from_elsewhere_ends_the_session(world, kind):
+    """`nsshell lock --force` in another terminal hangs up the shell inside;
+    the user is back outside, with no marker claiming access that is gone."""
+    start = SHELLS[kind][0]
+    world.create("taxes")
+    world.open("taxes")
+    shell = start(world)
+    try:
+        shell.send("vault enter taxes\r")
+        shell.expect(r"\[vault:taxes\] L2>")
+        result = world.run("lock", "taxes", "--force", timeout=60)
+        assert result.returncode == 0, result.stderr
+        shell.expect(r"L1>")
+        out = shell.run('echo "vault=${NSSHELL_VAULT-none}"', r"L1>")
+        assert "vault=none" in out and "[vault:" not in out, out
+        shell.send("exit\r")
+        assert shell.wait_exit() == 0
+    finally:
+        shell.close()
