@@ -161,6 +161,10 @@ def get(name, path=None):
         return vaults[name]
     except KeyError:
         known = ", ".join(sorted(vaults)) or "none yet"
+        if name_problem(name):
+            # Not a name any vault can have: do not suggest creating it, and
+            # never echo it raw (a newline in it would split the error line).
+            raise NsshellError(f"no vault named {name!r} (known: {known}): {name_problem(name)}", NOT_FOUND) from None
         raise NsshellError(
             f"no vault named {name!r} (known: {known}); create it with 'nsshell create {name}'", NOT_FOUND
         ) from None
