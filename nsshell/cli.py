@@ -160,11 +160,11 @@ def cmd_list(args):
 def cmd_status(args):
     from nsshell import registry, vaults
 
-    if args.name:
+    if args.name is not None:  # 'status ""' names no vault; it does not mean all of them
         registry.get(args.name)
     rows = vaults.overview(only=args.name, detail=True)
     if args.json:
-        return _print_json(rows[0] if args.name else rows)
+        return _print_json(rows[0] if args.name is not None else rows)
     if not rows:
         print("no vaults yet; create one with: nsshell create NAME")
     for row in rows:
@@ -309,6 +309,7 @@ def _parser():
         """Usage errors in one line that says where to look, like every other error."""
 
         def error(self, message):
+            message = message.replace("\n", "\\n")  # an argument with a newline must not split the line
             self.exit(USAGE, f"{self.prog}: {message}; see '{self.prog} --help'\n")
 
     parser = Parser(
