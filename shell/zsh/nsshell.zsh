@@ -15,6 +15,8 @@ typeset -ga precmd_functions  # keeps its value; makes it exist under nounset
 # --- the command ---------------------------------------------------------------
 
 # `vault enter|leave` need the shell itself; every other verb is nsshell's.
+# An alias of the same name would shadow the function: you asked for it.
+builtin unalias __NSSHELL_CMD__ &>/dev/null || builtin true
 function __NSSHELL_CMD__ {
     case ${1-} in
     (enter) builtin shift; __nsshell_enter "$@" ;;

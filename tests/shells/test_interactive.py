@@ -24,8 +24,13 @@ SEED = "echo outer-seed-line"
 
 
 def _need(program):
-    if not shutil.which(program):
+    """The program's path; skip without it, but fail where CI promised it."""
+    path = shutil.which(program)
+    if not path:
+        if os.environ.get("NSSHELL_REQUIRE_KERNEL") == "1":
+            pytest.fail(f"{program} is not installed, and NSSHELL_REQUIRE_KERNEL=1 (CI installs it: scripts/lib.sh)")
         pytest.skip(f"{program} is not installed")
+    return path
 
 
 def _base_env(world, shell_path):

