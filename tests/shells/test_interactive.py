@@ -147,6 +147,7 @@ def test_enter_work_leave(world, kind):
     assert "tax-secret" not in outer and "s3cr3t" not in outer, outer
     inside = world.inside("taxes", f'cat "$NSSHELL_MOUNTPOINT/.nsshell/{inner_history}"').stdout
     assert "tax-secret" in inside, inside
+    assert SEED not in inside, inside  # the inner shell read only the vault's own history
 
 
 def _names(world, *names):
