@@ -1,2 +1,0 @@
-def pytest_configure(config):
-    config.addinivalue_line("markers", "soak: load and soak tests (part of the default suite; select with -m soak)")
