@@ -45,6 +45,19 @@ def _fast_path(argv):
         if argv[2] == "--shell":  # what the shell integrations call
             shell = argv[3]
             return lambda: _enter(name, shell, None)
+    if argv[:1] == ["init"] and len(argv) >= 2 and argv[1] in ("bash", "zsh", "xonsh"):
+        # Runs at every shell start-up (eval "$(nsshell init bash)"): no argparse.
+        options = argv[2:]
+        cmd, prompt = "vault", True
+        while options:
+            if options[0] == "--no-prompt":
+                prompt, options = False, options[1:]
+            elif options[0] == "--cmd" and len(options) >= 2:
+                cmd, options = options[1], options[2:]
+            else:
+                return None
+        shell = argv[1]
+        return lambda: _init(shell, cmd, prompt)
     return None
 
 
@@ -68,7 +81,7 @@ def _enter(name, shell, source):
         if current == name:
             raise NsshellError(f"already inside vault {name!r}", USAGE)
         raise NsshellError(
-            f"already inside vault {current!r}; leave it first (vault leave), then enter {name!r}", USAGE
+            f"already inside vault {current!r}; leave it first (exit its shell), then enter {name!r}", USAGE
         )
     shell = shell or shells.user_shell()
     client.exec_inside(
@@ -221,11 +234,15 @@ def cmd_doctor(args):
     return 0 if all(c.status != "fail" for c in checks) else 5
 
 
-def cmd_init(args):
+def _init(shell, cmd, prompt):
     from nsshell import shells
 
-    sys.stdout.write(shells.render_init(args.shell, cmd=args.cmd, prompt=not args.no_prompt))
+    sys.stdout.write(shells.render_init(shell, cmd=cmd, prompt=prompt))
     return 0
+
+
+def cmd_init(args):
+    return _init(args.shell, args.cmd, not args.no_prompt)
 
 
 # --- output -----------------------------------------------------------------------------

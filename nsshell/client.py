@@ -117,8 +117,8 @@ def exec_inside(name, argv, extra_env=None, passphrase_source=None, session=Fals
     """Replace this process by argv running inside vault name.  Returns only
     by raising NsshellError.
 
-    session: argv is an interactive shell (``enter``): also tell it its own
-    pid (so ``vault leave`` closes only that shell) and where to keep history."""
+    session: argv is the session's interactive shell (``enter``): also tell
+    it its own pid, so that ``vault leave`` closes only that shell."""
     check_name(name)
     cwd = _current_directory()
     base = paths.runtime_dir()
@@ -144,15 +144,23 @@ def exec_inside(name, argv, extra_env=None, passphrase_source=None, session=Fals
         env.update(extra_env)
     if session:
         env["NSSHELL_SHELL_PID"] = str(os.getpid())  # exec keeps the pid
-        env["NSSHELL_HISTORY"] = history
-        env.pop("NSSHELL_HISTDIR", None)
+    else:
+        env.pop("NSSHELL_SHELL_PID", None)  # a shell started by `run` is not the session's
+    # Every process inside learns where shells keep history (a `run NAME --
+    # bash -i` as much as `enter`).  <mountpoint>/.nsshell also marks the
+    # vault: prompts test for it to tell a live vault from a bare mountpoint.
+    env["NSSHELL_HISTORY"] = history
+    env.pop("NSSHELL_HISTDIR", None)
+    marker = os.path.join(mountpoint, ".nsshell")
+    try:
+        os.mkdir(marker, 0o700)
+    except FileExistsError:
+        pass
+    except OSError:
         if history == "vault":
-            histdir = os.path.join(mountpoint, ".nsshell")
-            try:
-                os.makedirs(histdir, mode=0o700, exist_ok=True)
-                env["NSSHELL_HISTDIR"] = histdir
-            except OSError:
-                env["NSSHELL_HISTORY"] = "off"  # never fall back to the outer history
+            history = env["NSSHELL_HISTORY"] = "off"  # never fall back to the outer history
+    if history == "vault":
+        env["NSSHELL_HISTDIR"] = marker
     try:
         os.execvpe(argv[0], argv, env)
     except FileNotFoundError:

@@ -71,6 +71,9 @@ def executable():
     argv0 = sys.argv[0]
     if os.path.basename(argv0) == "nsshell" and os.path.isabs(argv0):
         return argv0
+    beside_python = os.path.join(os.path.dirname(sys.executable), "nsshell")
+    if os.path.isfile(beside_python) and os.access(beside_python, os.X_OK):
+        return beside_python  # python -m nsshell, or nsshell imported by a test
     found = None
     for directory in os.environ.get("PATH", "").split(os.pathsep):
         candidate = os.path.join(directory, "nsshell")
