@@ -53,6 +53,18 @@ ensure_user() {
     id "$user" >/dev/null 2>&1 || useradd --create-home --shell /bin/bash "$user" || die "useradd $user failed"
 }
 
+# ensure_second_user USER OTHER: USER may run commands as OTHER through
+# passwordless sudo (and only as OTHER).  For the test suite, as root only.
+ensure_second_user() {
+    local user=$1 other=$2
+    ensure_user "$other"
+    if ! command -v sudo >/dev/null; then
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq sudo >/dev/null || die "apt-get install sudo failed"
+    fi
+    printf '%s ALL=(%s) NOPASSWD: ALL\n' "$user" "$other" > "/etc/sudoers.d/nsshell-$user"
+    chmod 0440 "/etc/sudoers.d/nsshell-$user"
+}
+
 # copy_tree_for USER: a copy of this working tree that USER owns; prints its path.
 copy_tree_for() {
     local user=$1 home dest
@@ -77,5 +89,5 @@ as_user() {
     home=$(getent passwd "$user" | cut -d: -f6)
     runuser -u "$user" -- env -i HOME="$home" USER="$user" LOGNAME="$user" SHELL=/bin/bash \
         PATH=/usr/local/bin:/usr/bin:/bin LANG=C.UTF-8 TERM="${TERM:-dumb}" CI="${CI:-}" \
-        NSSHELL_REQUIRE_KERNEL="${NSSHELL_REQUIRE_KERNEL:-}" PYTEST_ADDOPTS="${PYTEST_ADDOPTS:-}" "$@"
+        NSSHELL_REQUIRE_KERNEL="${NSSHELL_REQUIRE_KERNEL:-}" NSSHELL_SECOND_USER="${NSSHELL_SECOND_USER:-}" PYTEST_ADDOPTS="${PYTEST_ADDOPTS:-}" "$@"
 }
