@@ -23,10 +23,7 @@ def connect(name, base=None):
     path = paths.socket_path(name, base)
     sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
     try:
-        if len(os.fsencode(path)) < 100:
-            sock.connect(path)
-        else:
-            _connect_long(sock, path)
+        kernel.with_unix_path(sock.connect, path)
     except (FileNotFoundError, ConnectionRefusedError, NotADirectoryError):
         sock.close()
         return None
@@ -34,17 +31,6 @@ def connect(name, base=None):
         sock.close()
         raise
     return sock
-
-
-def _connect_long(sock, path):
-    """connect() to a path longer than sun_path allows, through the cwd."""
-    here = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.chdir(os.path.dirname(path))
-        sock.connect(os.path.basename(path))
-    finally:
-        os.fchdir(here)
-        os.close(here)
 
 
 def request(name, line, base=None, max_fds=0):

@@ -138,7 +138,7 @@ class Keeper:
                 os.unlink(self.socket_path)
             except FileNotFoundError:
                 pass
-            bind_unix(self.listener, self.socket_path)
+            kernel.with_unix_path(self.listener.bind, self.socket_path)
             os.chmod(self.socket_path, 0o600)
             self.listener.listen(64)
         finally:
@@ -378,20 +378,6 @@ def _signal_pidfd(pidfd, signum):
         signal.pidfd_send_signal(pidfd, signum)
     except OSError:
         pass
-
-
-def bind_unix(sock, path):
-    """bind() that also works when path exceeds sun_path's 108 bytes."""
-    if len(os.fsencode(path)) < 100:
-        sock.bind(path)
-        return
-    here = os.open(".", os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.chdir(os.path.dirname(path))
-        sock.bind(os.path.basename(path))
-    finally:
-        os.fchdir(here)
-        os.close(here)
 
 
 def run_keeper(spec, channel):

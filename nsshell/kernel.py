@@ -294,6 +294,20 @@ def _little_endian():
     return sys.byteorder == "little"
 
 
+def with_unix_path(method, path):
+    """sock.bind or sock.connect on path, also when path is longer than the
+    108 bytes sun_path allows: then through the cwd, with the name alone."""
+    if len(os.fsencode(path)) < 100:
+        return method(path)
+    here = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.chdir(os.path.dirname(path))
+        return method(os.path.basename(path))
+    finally:
+        os.fchdir(here)
+        os.close(here)
+
+
 def peer_credentials(sock):
     """(pid, uid, gid) of the process at the other end of a unix socket."""
     import socket
