@@ -110,8 +110,7 @@ class Keeper:
 
     def verify_mount(self):
         """Never let a session start on a bare directory (NAMESPACE-FACTS 5)."""
-        entry = kernel.mount_entry(self.mountpoint)
-        if entry is None or entry[0] != f"fuse.{BACKEND.fuse_subtype}":
+        if not self.mount_intact():
             raise NsshellError(f"the vault did not mount at {self.mountpoint}; nothing was started", FAILURE)
         os.listdir(self.mountpoint)  # a first read also lets the backend settle (NAMESPACE-FACTS 6)
         if os.stat(self.mountpoint).st_dev == os.stat(os.path.dirname(self.mountpoint) or "/").st_dev:
