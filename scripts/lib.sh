@@ -6,7 +6,9 @@
 NSSHELL_APT_PACKAGES=(gocryptfs fuse3 python3-venv zsh tmux shellcheck util-linux procps strace)
 NSSHELL_REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
-say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+say() {
+    if [[ -t 2 && -z ${NO_COLOR:-} ]]; then printf '\033[1m==> %s\033[0m\n' "$*" >&2; else printf '==> %s\n' "$*" >&2; fi
+}
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
 # Install what nsshell and its tests need (as root), or say exactly what to install.
