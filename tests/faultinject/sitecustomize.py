@@ -7,6 +7,8 @@ nsshell knows about it: it replaces kernel functions from the outside.
   fuse-denied  /dev/fuse cannot be opened (EACCES), as on machines without udev
   mount-fails  mount(2) of the FUSE fd fails (EINVAL), as with an fd from the wrong namespace
   mount-noop   mount(2) "succeeds" but mounts nothing: the case NAMESPACE-FACTS 5 warns about
+  userns-off   unshare(2) fails with ENOSPC, as when user.max_user_namespaces=0
+               (the libc call is replaced, so nsshell's own error handling runs)
 """
 
 import os
@@ -28,6 +30,19 @@ if _fault:
             raise kernel.KernelError(22, "cannot mount FUSE (injected fault: Invalid argument)")
 
         kernel.mount_fuse = mount_fuse
+    elif _fault == "userns-off":
+        import errno
+
+        real_libc_call = kernel._libc_call
+
+        def libc_call(name, *args):
+            if name == "unshare":
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            return real_libc_call(name, *args)
+
+        kernel._libc_call = libc_call
+        if hasattr(os, "unshare"):
+            os.unshare = lambda flags: libc_call("unshare", flags)
     elif _fault == "mount-noop":
 
         def mount_fuse(*args, **kwargs):

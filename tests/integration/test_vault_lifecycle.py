@@ -331,3 +331,22 @@ def test_runtime_dir_longer_than_a_socket_path_allows(vault):
     result = vault.run("run", "taxes", "--", "sh", "-c", f"echo deep > {mp}/d; cat {mp}/d", env=env, check=True)
     assert result.stdout == "deep\n"
     vault.run("lock", "taxes", env=env, check=True)
+
+
+def test_disabled_user_namespaces_give_a_clear_error_and_nothing_behind(vault):
+    faults = os.path.join(os.path.dirname(__file__), "..", "faultinject")
+    env = {"PYTHONPATH": os.path.abspath(faults), "NSSHELL_TEST_FAULT": "userns-off"}
+    result = vault.run("run", "taxes", "--passfile", vault.passfile, "--", "touch", "x", env=env)
+    assert result.returncode == 5
+    assert "cannot create a user namespace" in result.stderr and "nsshell doctor" in result.stderr
+    assert result.stderr.count("\n") == 1
+    vault.wait_until(lambda: vault.holder_pids() == [], what="the failed holder to exit")
+    assert vault.runtime_files() == []
+    assert os.listdir(vault.mountpoint("taxes")) == []
+
+
+def test_extpass_program_supplies_the_passphrase(vault):
+    mp = vault.mountpoint("taxes")
+    result = vault.run("run", "taxes", "--extpass", f"cat {vault.passfile}", "--", "sh", "-c", f"echo ok > {mp}/e; cat {mp}/e")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "ok\n"
