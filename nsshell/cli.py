@@ -35,9 +35,17 @@ def _error(message):
 
 def _fast_path(argv):
     """A callable for `run NAME -- CMD...` and `enter NAME`, else None."""
-    if len(argv) >= 4 and argv[0] == "run" and argv[2] == "--" and not argv[1].startswith("-"):
-        name, command = argv[1], argv[3:]
-        return lambda: _run(name, command, None)
+    if argv[:1] == ["run"] and "--" in argv[2:] and len(argv) >= 4 and not argv[1].startswith("-"):
+        name, split = argv[1], argv.index("--", 2)
+        options, command = argv[2:split], argv[split + 1 :]
+        if not options:
+            return lambda: _run(name, command, None)
+        if len(options) == 2 and options[0] in ("--passfile", "--extpass"):
+            # The unlock path; argparse would cost more than the rest of it.
+            from nsshell.passphrase import PassphraseSource
+
+            source = PassphraseSource(**{options[0][2:]: options[1]})
+            return lambda: _run(name, command, source)
     if argv[:1] == ["enter"] and len(argv) in (2, 4) and not argv[1].startswith("-"):
         name = argv[1]
         if len(argv) == 2:

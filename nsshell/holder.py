@@ -23,7 +23,7 @@ pipe that already holds it, and it becomes gocryptfs's stdin.
 """
 
 import errno
-import json
+import marshal
 import os
 import selectors
 import signal
@@ -212,6 +212,8 @@ class Keeper:
             history = self.spec.get("history", "vault")
             kernel.send_with_fds(conn, _line(f"OK {history} {self.mountpoint}"), [self.user_ns_fd, self.mount_ns_fd])
         elif verb == "STATUS":
+            import json  # only here: json pulls in re, which the start-up does not need
+
             conn.sendall((json.dumps(self.status()) + "\n").encode())
         elif verb == "HOLD":
             self.hold = True
@@ -413,11 +415,17 @@ def cleanup_runtime_files(name, runtime_dir):
 
 
 def write_state(name, runtime_dir, **fields):
+    """NAME.state: JSON {role: [pid, start time] or null}.  Written by hand
+    (ints and null only) to keep the json module off the unlock path."""
     path = paths.state_path(name, runtime_dir)
     tmp = f"{path}.tmp"
+    body = ", ".join(
+        f'"{role}": ' + ("null" if record is None else f"[{int(record[0])}, {int(record[1] or 0)}]")
+        for role, record in fields.items()
+    )
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     with os.fdopen(fd, "w") as f:
-        json.dump(fields, f)
+        f.write("{" + body + "}")
     os.replace(tmp, path)
 
 
@@ -602,10 +610,8 @@ class Supervisor:
 
 
 def main(argv):
-    """Entry point: ``python -m nsshell.holder NAME RUNTIME_DIR SPEC_FD PASSPHRASE_FD STATUS_FD``.
-
-    NAME and RUNTIME_DIR are there for people reading ps (and for tests that
-    count holders); the spec itself comes on SPEC_FD.
+    """Entry point; argv is NAME RUNTIME_DIR SPEC_FD PASSPHRASE_FD STATUS_FD
+    (see nsshell.unlock.holder_command_line).
 
     Forks once more and returns at once, so that the supervisor is adopted by
     init (or the session's subreaper) instead of becoming a child of whatever
@@ -616,7 +622,7 @@ def main(argv):
     for fd in (passphrase_fd, status_fd):
         os.set_inheritable(fd, False)
     with os.fdopen(spec_fd, "rb") as f:
-        spec = json.loads(f.read())
+        spec = marshal.loads(f.read())  # from our own client over a private pipe
     try:
         paths.check_private_dir(spec["runtime_dir"])
     except NsshellError as exc:
@@ -636,4 +642,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    main(sys.argv[1:])

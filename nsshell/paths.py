@@ -3,6 +3,7 @@
 - registry:  $XDG_CONFIG_HOME/nsshell/vaults.toml   (~/.config/nsshell)
 - ciphertext: $XDG_DATA_HOME/nsshell/vaults/NAME    (~/.local/share/nsshell)
 - runtime:   $XDG_RUNTIME_DIR/nsshell/              (sockets, locks, state)
+- cache:     $XDG_CACHE_HOME/nsshell/                (the parsed registry)
 
 The runtime directory is where a holder's control socket lives, so it is
 checked on every use: a directory (not a symlink), owned by us, mode 0700.
@@ -36,6 +37,10 @@ def config_dir():
 
 def data_dir():
     return os.path.join(_xdg("XDG_DATA_HOME", ".local/share"), "nsshell")
+
+
+def cache_dir():
+    return os.path.join(_xdg("XDG_CACHE_HOME", ".cache"), "nsshell")
 
 
 def registry_file():

@@ -10,8 +10,8 @@ a registry it could not read, so nothing in it is lost.
 """
 
 import fcntl
+import marshal
 import os
-import tomllib
 
 from nsshell import paths
 from nsshell.errors import CONFLICT, NOT_FOUND, NsshellError
@@ -107,6 +107,17 @@ def load(path=None):
         return {}
     except OSError as exc:
         raise NsshellError(f"cannot read {path}: {exc.strerror}", CONFIG_ERROR) from None
+    cached = _cached(path, raw)
+    if cached is not None:
+        return cached
+    vaults = _parse(path, raw)
+    _remember(path, raw, vaults)
+    return vaults
+
+
+def _parse(path, raw):
+    import tomllib
+
     try:
         document = tomllib.loads(raw.decode("utf-8"))
     except UnicodeDecodeError:
@@ -120,6 +131,38 @@ def load(path=None):
     if not isinstance(tables, dict):
         raise _problem(path, "'vaults' must be a table of vaults")
     return {name: _vault_from_table(path, name, table) for name, table in tables.items()}
+
+
+# Importing tomllib costs more than everything else an unlock does in
+# Python, so the parsed registry is kept in $XDG_CACHE_HOME/nsshell, keyed by
+# the registry's exact bytes: any edit, however quick, misses the cache.
+
+
+_CACHE_FORMAT = 1  # bump when Vault's fields change
+
+
+def _cached(path, raw):
+    try:
+        with open(os.path.join(paths.cache_dir(), "registry.cache"), "rb") as f:
+            key, rows = marshal.loads(f.read())
+        if key != (_CACHE_FORMAT, path, raw):
+            return None
+        return {row[0]: Vault(*row) for row in rows}
+    except (OSError, ValueError, EOFError, TypeError):
+        return None  # missing, corrupt or from another version: parse instead
+
+
+def _remember(path, raw, vaults):
+    try:
+        directory = paths.cache_dir()
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        tmp = os.path.join(directory, f"registry.cache.{os.getpid()}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(marshal.dumps(((_CACHE_FORMAT, path, raw), [v._fields() for v in vaults.values()])))
+        os.replace(tmp, os.path.join(directory, "registry.cache"))
+    except OSError:
+        pass  # only a cache: the next command parses again
 
 
 def _vault_from_table(path, name, table):

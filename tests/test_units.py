@@ -202,3 +202,27 @@ def test_cli_missing_gocryptfs(xdg, monkeypatch, capsys):
     assert caught.value.code == errors.UNSUPPORTED
     assert registry.load() == {}
     assert not os.path.exists(paths.default_cipher_dir("taxes"))
+
+
+def test_registry_cache_follows_every_edit(xdg):
+    registry.add(_vault("taxes"))
+    assert registry.load()["taxes"].mountpoint == "/m/taxes"  # parsed, then cached
+    assert os.path.exists(os.path.join(paths.cache_dir(), "registry.cache"))
+    path = paths.registry_file()
+    text = open(path).read()
+    # Same size, same second: only the bytes differ.
+    with open(path, "w") as f:
+        f.write(text.replace("/m/taxes", "/n/taxes"))
+    assert registry.load()["taxes"].mountpoint == "/n/taxes"
+    with open(path, "w") as f:
+        f.write(text.replace('"/m/taxes"', "3"))
+    with pytest.raises(NsshellError, match="wrong type"):
+        registry.load()
+
+
+def test_corrupt_registry_cache_is_ignored(xdg):
+    registry.add(_vault("taxes"))
+    registry.load()
+    with open(os.path.join(paths.cache_dir(), "registry.cache"), "wb") as f:
+        f.write(b"\x00garbage")
+    assert registry.load()["taxes"] == _vault("taxes")
