@@ -109,16 +109,33 @@ __nsshell_c=
 __nsshell_r=
 __nsshell_seg=
 
-# Runs last in PROMPT_COMMAND, inside a vault only.  Builtins only.  Puts the
-# segment back when something (starship, a later PS1=) rebuilt PS1, and says
-# "locked" when the mount is gone: a dead FUSE mount fails the -d test
-# (ENOTCONN), an unmounted one lacks the .nsshell directory.  The segment is
-# recomputed only when what it depends on changed.
+# Runs last in PROMPT_COMMAND, inside a vault only.  Builtins only, and as
+# little as possible per prompt, since every statement costs microseconds:
+# one [[ ]] checks that the mount is still there and that nothing the marker
+# depends on changed since the last prompt (PS1 is compared with the value we
+# left, not searched); only then does __nsshell_prompt_update do real work.
+# A dead FUSE mount fails the -d test (ENOTCONN), an unmounted one lacks the
+# .nsshell directory: the marker then says "locked".  (shopt promptvars is
+# looked at only when something else changed.)
+__nsshell_s=0
 function __nsshell_prompt_hook {
-    \builtin local __nsshell_s=$? __nsshell_state=open
+    __nsshell_s=$?
+    if [[ -d ${__nsshell_probe:-${NSSHELL_MOUNTPOINT-}/.} && ${PS1-} == "${__nsshell_ps1-}" &&
+        ${NSSHELL_VAULT-}:${NSSHELL_PROMPT-}:${NO_COLOR:+plain}:${__nsshell_prompt} == "${__nsshell_env-}" ]]; then
+        return "${__nsshell_s}"
+    fi
+    __nsshell_prompt_update
+    return "${__nsshell_s}"
+}
+
+# The slow path: recompute the segment if its inputs changed, then put the
+# mark into PS1 (or take it out), and remember the PS1 we left.
+function __nsshell_prompt_update {
+    \builtin local __nsshell_state=open
     if [[ ! -d ${__nsshell_probe:-${NSSHELL_MOUNTPOINT-}/.} ]]; then __nsshell_state=locked; fi
-    if [[ ${__nsshell_state}:${NSSHELL_VAULT-}:${NSSHELL_PROMPT-}:${NO_COLOR:+plain}:${__nsshell_prompt}:${BASHOPTS} != "${__nsshell_key-}" ]]; then
-        __nsshell_key=${__nsshell_state}:${NSSHELL_VAULT-}:${NSSHELL_PROMPT-}:${NO_COLOR:+plain}:${__nsshell_prompt}:${BASHOPTS}
+    __nsshell_env=${NSSHELL_VAULT-}:${NSSHELL_PROMPT-}:${NO_COLOR:+plain}:${__nsshell_prompt}
+    if [[ ${__nsshell_state}:${__nsshell_env}:${BASHOPTS} != "${__nsshell_key-}" ]]; then
+        __nsshell_key=${__nsshell_state}:${__nsshell_env}:${BASHOPTS}
         __nsshell_segment "${__nsshell_state}"
     fi
     if [[ -z ${__nsshell_seg} ]]; then
@@ -126,7 +143,8 @@ function __nsshell_prompt_hook {
     elif [[ ${PS1-} != *"${__nsshell_mark}"* ]]; then
         PS1=${__nsshell_mark}${PS1-}
     fi
-    return "${__nsshell_s}"
+    # Locked: leave __nsshell_ps1 stale, so every prompt looks again.
+    if [[ ${__nsshell_state} == open ]]; then __nsshell_ps1=${PS1-}; else __nsshell_ps1=; fi
 }
 
 # Set the segment and its colours for state $1 (open|locked); empty when off.

@@ -94,20 +94,34 @@ function __nsshell_history {
     esac
 }
 
-typeset -g __nsshell_seg='' __nsshell_want='' __nsshell_key=''
+typeset -g __nsshell_seg='' __nsshell_want='' __nsshell_key='' __nsshell_env='' __nsshell_ps1=''
+typeset -gi __nsshell_s=0
 
-# Runs last in precmd_functions, inside a vault only.  Builtins only, and no
-# `emulate` here: a zsh function call is the biggest cost of a prompt hook, so
-# the segment is recomputed only when what it depends on changed.  Says
-# "locked" when the mount is gone: a dead FUSE mount fails the -d test
-# (ENOTCONN), an unmounted one lacks the .nsshell directory.
+# Runs last in precmd_functions, inside a vault only.  Builtins only, no
+# `emulate`, no locals, and one [[ ]]: a zsh function call is the biggest
+# cost of a prompt hook, and each statement adds to it.  The [[ ]] checks that
+# the mount is still there and that nothing the marker depends on changed
+# since the last prompt (PROMPT is compared with the value we left, not
+# searched); only then does __nsshell_precmd_update do real work.  A dead
+# FUSE mount fails the -d test (ENOTCONN), an unmounted one lacks the
+# .nsshell directory: the marker then says "locked".
 function __nsshell_precmd {
-    local -i s=$?
+    __nsshell_s=$?
+    [[ -d ${__nsshell_probe:-${NSSHELL_MOUNTPOINT-}/.} && $PROMPT == "$__nsshell_ps1" &&
+        ${NSSHELL_VAULT-}:${NSSHELL_PROMPT-}:${NO_COLOR:+plain}:$__nsshell_prompt:${options[promptsubst]-} == "$__nsshell_env" ]] ||
+        __nsshell_precmd_update
+    return __nsshell_s
+}
+
+# The slow path: recompute the segment if its inputs changed, put it at the
+# front of PROMPT, and remember the PROMPT we left.
+function __nsshell_precmd_update {
     local state=open
     [[ -d ${__nsshell_probe:-${NSSHELL_MOUNTPOINT-}/.} ]] || state=locked
     [[ -o promptsubst ]] && state+=+subst
-    if [[ $state:${NSSHELL_VAULT-}:${NSSHELL_PROMPT-}:${NO_COLOR:+plain}:$__nsshell_prompt != "$__nsshell_key" ]]; then
-        __nsshell_key=$state:${NSSHELL_VAULT-}:${NSSHELL_PROMPT-}:${NO_COLOR:+plain}:$__nsshell_prompt
+    __nsshell_env=${NSSHELL_VAULT-}:${NSSHELL_PROMPT-}:${NO_COLOR:+plain}:$__nsshell_prompt:${options[promptsubst]-}
+    if [[ $state:$__nsshell_env != "$__nsshell_key" ]]; then
+        __nsshell_key=$state:$__nsshell_env
         __nsshell_segment $state
     fi
     if [[ $__nsshell_want != "$__nsshell_seg" || $PROMPT != *"$__nsshell_seg"* ]]; then
@@ -115,7 +129,9 @@ function __nsshell_precmd {
         PROMPT=$__nsshell_want$PROMPT
         __nsshell_seg=$__nsshell_want
     fi
-    return s
+    # Locked: leave __nsshell_ps1 stale, so every prompt looks again.
+    if [[ $state == open* ]]; then __nsshell_ps1=$PROMPT; else __nsshell_ps1=''; fi
+    return 0
 }
 
 # The segment for state $1 (open|locked, +subst under prompt_subst), empty
