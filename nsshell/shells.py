@@ -7,9 +7,7 @@ them by plain token replacement.
 """
 
 import os
-import shlex
 import sys
-from pathlib import Path
 
 from nsshell.errors import USAGE, NsshellError
 
@@ -19,9 +17,10 @@ SUPPORTED = ("bash", "zsh", "xonsh")
 def shell_dir():
     """Where the shipped shell files are: inside the installed package, or
     the source checkout's top-level shell/ directory."""
-    here = Path(__file__).resolve().parent
-    for candidate in (here / "shell", here.parent / "shell"):
-        if candidate.is_dir():
+    # os.path, not pathlib: this runs on every `vault enter`.
+    here = os.path.dirname(os.path.realpath(__file__))
+    for candidate in (os.path.join(here, "shell"), os.path.join(os.path.dirname(here), "shell")):
+        if os.path.isdir(candidate):
             return candidate
     raise NsshellError("nsshell's shell files are missing from this installation; reinstall nsshell")
 
@@ -43,7 +42,7 @@ def inner_argv(shell_path):
     """argv for an interactive shell that starts inside a vault."""
     kind = kind_of(shell_path)
     if kind == "bash":
-        return [shell_path, "--rcfile", str(shell_dir() / "bash" / "inner.bashrc"), "-i"]
+        return [shell_path, "--rcfile", os.path.join(shell_dir(), "bash", "inner.bashrc"), "-i"]
     if kind == "xonsh":
         return [shell_path, "-i"]
     return [shell_path, "-i"] if kind == "zsh" else [shell_path]
@@ -52,7 +51,7 @@ def inner_argv(shell_path):
 def inner_env(shell_path):
     """Extra environment for the inner shell (zsh: the ZDOTDIR trick)."""
     if kind_of(shell_path) == "zsh":
-        env = {"ZDOTDIR": str(shell_dir() / "zsh" / "zdotdir")}
+        env = {"ZDOTDIR": os.path.join(shell_dir(), "zsh", "zdotdir")}
         user_zdotdir = os.environ.get("ZDOTDIR")
         env["NSSHELL_USER_ZDOTDIR"] = user_zdotdir if user_zdotdir is not None else ""
         return env
@@ -109,6 +108,8 @@ del __nsshell_init
 def _render_xonsh(cmd, prompt):
     """Self-contained code for xonsh's execx: the xontrib's source plus the
     absolute path of this nsshell (the zoxide pattern)."""
+    from pathlib import Path
+
     source = Path(__file__).resolve().parent.parent / "xontrib" / "nsshell.py"
     return (
         _XONSH_INIT.replace("__NSSHELL_ORIGIN__", repr(str(source)))
@@ -126,7 +127,10 @@ def render_init(shell, cmd="vault", prompt=True):
         raise NsshellError(f"invalid function name {cmd!r} for --cmd", USAGE)
     if shell == "xonsh":
         return _render_xonsh(cmd, prompt)
-    template = (shell_dir() / shell / f"nsshell.{shell}").read_text()
+    import shlex
+
+    with open(os.path.join(shell_dir(), shell, f"nsshell.{shell}"), encoding="utf-8") as f:
+        template = f.read()
     return (
         template.replace("__NSSHELL_EXE__", shlex.quote(executable()))
         .replace("__NSSHELL_CMD__", cmd)
