@@ -95,7 +95,13 @@ class Keeper:
     def mount_and_hand_over_fuse_fd(self):
         fuse_fd = kernel.open_fuse_device()
         kernel.mount_fuse(
-            fuse_fd, self.mountpoint, f"nsshell:{self.name}", BACKEND.fuse_subtype, os.getuid(), os.getgid()
+            fuse_fd,
+            self.mountpoint,
+            f"nsshell:{self.name}",
+            BACKEND.fuse_subtype,
+            os.getuid(),
+            os.getgid(),
+            max_read=BACKEND.max_read,
         )
         kernel.send_with_fds(self.channel, b"FUSE\n", [fuse_fd])
         os.close(fuse_fd)

@@ -154,9 +154,14 @@ def open_fuse_device():
         ) from None
 
 
-def mount_fuse(fuse_fd, mountpoint, source, subtype, uid, gid):
-    """Mount a FUSE filesystem served through fuse_fd at mountpoint."""
+def mount_fuse(fuse_fd, mountpoint, source, subtype, uid, gid, max_read=None):
+    """Mount a FUSE filesystem served through fuse_fd at mountpoint.
+
+    max_read: the largest read the daemon takes in one request; give the
+    value the daemon would pass when mounting itself (go-fuse: 128 KiB)."""
     options = f"fd={fuse_fd},rootmode=40000,user_id={uid},group_id={gid}"
+    if max_read:
+        options += f",max_read={max_read}"
     try:
         _libc_call(
             "mount",
