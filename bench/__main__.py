@@ -213,7 +213,7 @@ def bench_unlock(lab, rounds):
             ("nsshell run v --passfile F -- true (locked)", [lab.exe, "run", "v", "--passfile", str(lab.passfile), "--", "true"]),
             ("unshare -Umc sh -c 'gocryptfs … && true; umount'", ["/usr/bin/unshare", "--keep-caps", "-Umc", "/bin/sh", "-c", raw_script]),
         ],
-        max(3, rounds // 5),
+        max(3, rounds // 3),
         lab.env,
         cwd=str(raw),
         warmup=1,
