@@ -25,9 +25,14 @@ pipe that already holds it, and it becomes gocryptfs's stdin.
 import errno
 import marshal
 import os
-import selectors
-import signal
-import socket
+import select
+
+# Every unlock waits for this process to start, and the socket, signal and
+# selectors modules cost more to import than all of nsshell (enum, mostly).
+# Their C cores do everything the holder needs: _socket and _signal lack only
+# enum wrappers, and Poller below is the little of selectors used here.
+import _signal as signal
+import _socket as socket
 import sys
 import time
 
@@ -51,6 +56,29 @@ def _error_line(exc):
     return _line(f"ERR {code} {exc}")
 
 
+class Poller:
+    """Wait for fds (or objects with fileno()) to become readable; each
+    registration carries data, handed back by select() as (fileobj, data)."""
+
+    def __init__(self):
+        self._epoll = select.epoll()
+        self._registered = {}  # fd -> (fileobj, data)
+
+    def register(self, fileobj, data=None):
+        fd = fileobj if isinstance(fileobj, int) else fileobj.fileno()
+        self._epoll.register(fd, select.EPOLLIN)
+        self._registered[fd] = (fileobj, data)
+
+    def unregister(self, fileobj):
+        fd = fileobj if isinstance(fileobj, int) else fileobj.fileno()
+        self._epoll.unregister(fd)
+        del self._registered[fd]
+
+    def select(self, timeout=None):
+        events = self._epoll.poll(-1 if timeout is None else timeout)
+        return [self._registered[fd] for fd, _ in events if fd in self._registered]
+
+
 # --- keeper -----------------------------------------------------------------------------
 
 
@@ -66,7 +94,7 @@ class Keeper:
         self.failed = None  # message once the backend has died
         self.deadline = None  # when to lock if still idle
         self.listener = None
-        self.selector = selectors.DefaultSelector()
+        self.selector = Poller()
         self.socket_path = paths.socket_path(self.name, spec["runtime_dir"])
 
     # Steps until the vault is open, in order.  Any of them may raise.
@@ -155,15 +183,14 @@ class Keeper:
         self.my_mount_ns = kernel.namespace_id("mnt")
         self.user_ns_fd = os.open("/proc/self/ns/user", os.O_RDONLY | os.O_CLOEXEC)
         self.mount_ns_fd = os.open("/proc/self/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
-        self.selector.register(self.listener, selectors.EVENT_READ, self.accept)
-        self.selector.register(self.channel, selectors.EVENT_READ, self.from_supervisor)
+        self.selector.register(self.listener, self.accept)
+        self.selector.register(self.channel, self.from_supervisor)
         if not self.hold:
             self.deadline = time.monotonic() + max(FIRST_JOIN_GRACE, self.linger)
         while True:
             timeout = None if self.deadline is None else max(0.0, self.deadline - time.monotonic())
-            events = self.selector.select(timeout)
-            for key, _ in events:
-                key.data(key.fileobj)
+            for fileobj, handler in self.selector.select(timeout):
+                handler(fileobj)
             if self.deadline is not None and time.monotonic() >= self.deadline:
                 self.deadline = None
                 self.idle_check(waited=True)
@@ -188,10 +215,10 @@ class Keeper:
 
     def accept(self, listener):
         try:
-            conn, _ = listener.accept()
+            conn = socket.socket(fileno=listener._accept()[0])  # _socket's accept
         except OSError:
             return
-        with conn:
+        try:
             conn.settimeout(2.0)
             try:
                 pid, uid, _gid = kernel.peer_credentials(conn)
@@ -201,6 +228,8 @@ class Keeper:
                 self.handle(conn, pid, request.decode(errors="replace").split())
             except (OSError, ValueError):
                 return
+        finally:
+            conn.close()
 
     def handle(self, conn, pid, words):
         verb = words[0] if words else ""
@@ -277,7 +306,7 @@ class Keeper:
         except ProcessLookupError:
             return
         self.sessions[pid] = pidfd
-        self.selector.register(pidfd, selectors.EVENT_READ, lambda fd, pid=pid: self.session_ended(pid))
+        self.selector.register(pidfd, lambda fd, pid=pid: self.session_ended(pid))
         self.deadline = None
 
     def session_ended(self, pid):
@@ -335,8 +364,8 @@ class Keeper:
                 _signal_pidfd(self.sessions[pid], signal.SIGHUP)
             deadline = time.monotonic() + END_SESSIONS_GRACE
             while self.sessions and time.monotonic() < deadline:
-                for key, _ in self.selector.select(0.05):
-                    key.data(key.fileobj)
+                for fileobj, handler in self.selector.select(0.05):
+                    handler(fileobj)
             for pid in list(self.sessions):
                 _signal_pidfd(self.sessions[pid], signal.SIGKILL)
             time.sleep(0.05)
@@ -519,9 +548,9 @@ class Supervisor:
             backend=[pid, process_start_time(pid)],
         )
         deadline = time.monotonic() + READY_TIMEOUT
-        waiter = selectors.DefaultSelector()
-        waiter.register(wake_r, selectors.EVENT_READ)
-        waiter.register(self.backend[1], selectors.EVENT_READ)
+        waiter = Poller()
+        waiter.register(wake_r)
+        waiter.register(self.backend[1])
         while not self.notified:
             exited = self.backend_exit_code()
             if exited is not None:
@@ -568,17 +597,17 @@ class Supervisor:
 
     def watch(self, channel, keeper_fd):
         """Until the keeper exits: pass on a backend death, then clean up."""
-        waiter = selectors.DefaultSelector()
-        waiter.register(keeper_fd, selectors.EVENT_READ)
+        waiter = Poller()
+        waiter.register(keeper_fd)
         if self.backend is not None:
-            waiter.register(self.backend[1], selectors.EVENT_READ, "backend")
+            waiter.register(self.backend[1], "backend")
         keeper_alive = True
         while keeper_alive:
-            for key, _ in waiter.select():
-                if key.data == "backend":
+            for fileobj, role in waiter.select():
+                if role == "backend":
                     code = self.backend_exit_code()
                     if code is not None:
-                        waiter.unregister(key.fileobj)
+                        waiter.unregister(fileobj)
                         try:
                             channel.sendall(_line(f"BACKEND-EXITED {code}"))
                         except OSError:

@@ -315,11 +315,11 @@ def with_unix_path(method, path):
 
 def peer_credentials(sock):
     """(pid, uid, gid) of the process at the other end of a unix socket."""
-    import socket
-    import struct
+    import _socket
+    import sys
 
-    raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    return struct.unpack("3i", raw)
+    raw = sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_PEERCRED, 12)  # struct ucred: three ints
+    return tuple(int.from_bytes(raw[i : i + 4], sys.byteorder, signed=True) for i in (0, 4, 8))
 
 
 def pidfd_open(pid):

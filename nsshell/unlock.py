@@ -8,10 +8,8 @@ cleaned up first, without user action and without touching other vaults.
 """
 
 import fcntl
-import json
 import marshal
 import os
-import signal
 import sys
 import time
 
@@ -61,8 +59,14 @@ class VaultLock:
 def read_state(name, base):
     try:
         with open(paths.state_path(name, base), encoding="utf-8") as f:
-            state = json.load(f)
+            text = f.read()
     except (OSError, ValueError):
+        return None
+    import json  # only when a record exists: json pulls in re, and a locked vault has none
+
+    try:
+        state = json.loads(text)
+    except ValueError:
         return None
     # A record that parses but is not ours (truncated, edited, another
     # version's) is as stale as a missing one.
@@ -116,6 +120,8 @@ def clear_stale(name, base):
 
 
 def _terminate(pid):
+    import signal
+
     try:
         pidfd = os.pidfd_open(pid)
     except OSError:
@@ -325,6 +331,8 @@ def holder_status(name, base=None):
         return {"name": name, "state": "failed", "error": str(exc), "sessions": [], "members": []}
     if reply is None:
         return None
+    import json
+
     return json.loads(reply[0])
 
 
