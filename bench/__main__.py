@@ -375,7 +375,7 @@ def machine():
         pass
     gocryptfs = subprocess.run(["gocryptfs", "-version"], capture_output=True, text=True).stdout.split(";")[0]
     return (
-        f"Machine: {platform.node() and 'this run'}: {os.cpu_count()} CPUs ({cpu}), Linux {platform.release()}, "
+        f"Measured {time.strftime('%Y-%m-%d')} on {os.cpu_count()} CPUs ({cpu}), Linux {platform.release()}, "
         f"Python {platform.python_version()}, {gocryptfs}."
     )
 
