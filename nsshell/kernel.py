@@ -23,7 +23,6 @@ MNT_DETACH = 0x2
 
 PR_SET_NAME = 15
 PR_SET_DUMPABLE = 4
-PR_SET_PDEATHSIG = 1
 
 
 class KernelError(OSError):
@@ -112,23 +111,11 @@ def make_undumpable():
     _libc_call("prctl", PR_SET_DUMPABLE, 0, 0, 0, 0)
 
 
-def is_dumpable(pid="self"):
-    """Whether /proc/PID/status says the process can be ptraced by its owner."""
-    # /proc/PID/status has no dumpable field; ownership of /proc/PID/ns tells:
-    # the kernel hands it to root once the process is non-dumpable.
-    return os.stat(f"/proc/{pid}/ns").st_uid != 0
-
-
 def set_process_name(name):
     """Name the thread (what ps and top show as comm), 15 bytes at most."""
     import ctypes
 
     _libc_call("prctl", PR_SET_NAME, ctypes.c_char_p(name.encode()[:15]), 0, 0, 0)
-
-
-def die_with_parent(signal_number):
-    """Ask the kernel to send us a signal when our parent exits."""
-    _libc_call("prctl", PR_SET_PDEATHSIG, signal_number, 0, 0, 0)
 
 
 def make_root_recursive_slave():
