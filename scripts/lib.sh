@@ -61,6 +61,7 @@ ensure_second_user() {
     local user=$1 other=$2
     ensure_user "$other"
     if ! command -v sudo >/dev/null; then
+        apt-get update -qq >/dev/null
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq sudo >/dev/null || die "apt-get install sudo failed"
     fi
     printf '%s ALL=(%s) NOPASSWD: ALL\n' "$user" "$other" > "/etc/sudoers.d/nsshell-$user"
