@@ -45,6 +45,7 @@ FIRST_JOIN_GRACE = 30.0  # seconds a freshly unlocked vault waits for its first 
 END_SESSIONS_GRACE = 3.0  # seconds between SIGHUP and SIGKILL when sessions are ended
 BACKEND_EXIT_GRACE = 5.0  # seconds the backend gets to exit by itself after the unmount
 READY_TIMEOUT = 120.0  # scrypt is slow on purpose; a hung backend is not
+FIRST_READ_TIMEOUT = 20.0  # a serving gocryptfs answers the keeper's first read in milliseconds
 
 
 def _line(text):
@@ -565,7 +566,22 @@ class Supervisor:
             except BlockingIOError:
                 pass
         channel.sendall(b"SERVING\n")
-        reply, _ = kernel.recv_line_with_fds(channel, max_fds=0)
+        # The keeper now reads the mount.  If the backend said "serving" but
+        # never answers, that read would block the keeper (and this vault)
+        # for good: kill the backend, which aborts the FUSE connection, so the
+        # keeper's read fails and it gives up like on any other failure.
+        channel.settimeout(FIRST_READ_TIMEOUT)
+        try:
+            reply, _ = kernel.recv_line_with_fds(channel, max_fds=0)
+        except TimeoutError:
+            _signal_pidfd(self.backend[1], signal.SIGKILL)
+            raise NsshellError(
+                f"gocryptfs said it was serving but did not answer within {FIRST_READ_TIMEOUT:.0f} s; "
+                "nothing was started; try again (see 'nsshell doctor')",
+                FAILURE,
+            ) from None
+        finally:
+            channel.settimeout(None)
         text = reply.decode(errors="replace").strip()
         if text != "READY":
             if text.startswith("ERR "):

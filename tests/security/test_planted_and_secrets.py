@@ -183,6 +183,9 @@ FAKE_GOCRYPTFS = {
     "notifies-then-exits": 'for a; do case $prev in -notifypid) kill -USR1 "$a";; esac; prev=$a; done; exit 0',
     # crashes with a signal while "deriving the key"
     "segfaults": "cat >/dev/null; kill -SEGV $$",
+    # says "serving", then never answers a FUSE request (the holder's first
+    # read would block forever; the supervisor gives up after 20 s)
+    "notifies-then-hangs": 'for a; do case $prev in -notifypid) kill -USR1 "$a";; esac; prev=$a; done; exec sleep 600',
 }
 
 
