@@ -11,7 +11,7 @@ holder) lives in nsshell.unlock and is imported only when the vault is locked.
 import os
 import sys
 
-from nsshell import kernel, paths
+from nsshell import errors, kernel, paths
 from nsshell.errors import CANNOT_EXECUTE, COMMAND_NOT_FOUND, CONFLICT, FAILURE, NsshellError
 from nsshell.names import check_name
 
@@ -56,8 +56,7 @@ def request(name, line, base=None, max_fds=0):
     if text.startswith("ERR "):
         for fd in fds:
             os.close(fd)
-        _, code, message = (text.split(" ", 2) + [""])[:3]
-        raise NsshellError(message, int(code) if code.isdigit() else FAILURE)
+        raise errors.from_line(text)
     return text, fds
 
 

@@ -28,3 +28,19 @@ class NsshellError(Exception):
 
     def __str__(self):
         return self.message
+
+
+# Between the holder and its clients an error travels as one line,
+# "ERR <code> <message>": written by to_line, read back by from_line.
+
+
+def to_line(exc):
+    """The protocol line for an error (any exception; its code if it has one)."""
+    code = getattr(exc, "code", FAILURE)
+    return f"ERR {code} {exc}".replace("\n", " ").encode() + b"\n"
+
+
+def from_line(text):
+    """The NsshellError that an "ERR <code> <message>" line describes."""
+    _, code, message = (text.split(" ", 2) + ["", ""])[:3]
+    return NsshellError(message, int(code) if code.isdigit() else FAILURE)

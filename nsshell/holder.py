@@ -36,7 +36,7 @@ import _socket as socket
 import sys
 import time
 
-from nsshell import kernel, paths
+from nsshell import errors, kernel, paths
 from nsshell.kernel import process_start_time
 from nsshell.backend import BACKEND
 from nsshell.errors import BUSY, CONFLICT, FAILURE, UNSAFE, NsshellError
@@ -50,11 +50,6 @@ FIRST_READ_TIMEOUT = 20.0  # a serving gocryptfs answers the keeper's first read
 
 def _line(text):
     return (text.replace("\n", " ") + "\n").encode()
-
-
-def _error_line(exc):
-    code = getattr(exc, "code", FAILURE)
-    return _line(f"ERR {code} {exc}")
 
 
 class Poller:
@@ -431,7 +426,7 @@ def run_keeper(spec, channel):
         if isinstance(exc, OSError) and not isinstance(exc, kernel.KernelError):
             exc = NsshellError(f"cannot open the vault: {exc}", FAILURE)
         try:
-            channel.sendall(_error_line(exc))
+            channel.sendall(errors.to_line(exc))
         except OSError:
             pass
         os._exit(1)
@@ -506,7 +501,7 @@ class Supervisor:
         try:
             self.start_backend(ours)
         except NsshellError as exc:
-            self.report(_error_line(exc))
+            self.report(errors.to_line(exc))
             self.finish(keeper_fd)
             return
         self.watch(ours, keeper_fd)
@@ -516,8 +511,7 @@ class Supervisor:
         if not reply.startswith(b"FUSE") or len(fds) != 1:
             text = reply.decode(errors="replace").strip()
             if text.startswith("ERR "):
-                _, code, message = text.split(" ", 2)
-                raise NsshellError(message, int(code))
+                raise errors.from_line(text)
             raise NsshellError("the vault's namespace could not be set up", FAILURE)
         fuse_fd = fds[0]
         # SIGUSR1 is gocryptfs saying "serving"; its default action would kill us.
@@ -585,8 +579,7 @@ class Supervisor:
         text = reply.decode(errors="replace").strip()
         if text != "READY":
             if text.startswith("ERR "):
-                _, code, message = text.split(" ", 2)
-                raise NsshellError(message, int(code))
+                raise errors.from_line(text)
             raise NsshellError("the vault's holder stopped while opening it", FAILURE)
         self.report(b"READY\n")
 
@@ -677,7 +670,7 @@ def main(argv):
     try:
         paths.check_private_dir(spec["runtime_dir"])
     except NsshellError as exc:
-        os.write(status_fd, _error_line(exc))
+        os.write(status_fd, errors.to_line(exc))
         return UNSAFE
     if os.fork() != 0:
         os._exit(0)

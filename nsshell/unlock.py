@@ -13,7 +13,7 @@ import os
 import sys
 import time
 
-from nsshell import client, kernel, paths, registry
+from nsshell import client, errors, kernel, paths, registry
 from nsshell.backend import BACKEND
 from nsshell.errors import BAD_PASSPHRASE, CONFLICT, FAILURE, UNSUPPORTED, NsshellError
 from nsshell.kernel import process_start_time
@@ -237,7 +237,7 @@ def holder_command_line(name, runtime_dir, spec_fd, passphrase_fd, status_fd):
 
 
 class HolderStart:
-    """A holder being started: ``python -m nsshell.holder`` in a new session,
+    """A holder being started (holder_command_line) in a new session,
     fed its spec on one pipe, the passphrase on another (which it hands to
     gocryptfs unread), and answering READY or ERR on a third."""
 
@@ -299,20 +299,19 @@ class HolderStart:
         if text == "READY":
             return
         if text.startswith("ERR "):
-            _, code, message = (text.split(" ", 2) + [""])[:3]
-            raise NsshellError(message, int(code) if code.isdigit() else FAILURE)
+            raise errors.from_line(text)
         raise NsshellError(f"the holder of vault {self.name!r} stopped without saying why; see 'nsshell doctor'", FAILURE)
 
 
 def _read_all(fd, timeout):
-    import selectors
+    import select  # a C module; selectors would add collections.abc and more to every unlock
 
     chunks = []
-    waiter = selectors.DefaultSelector()
-    waiter.register(fd, selectors.EVENT_READ)
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if not waiter.select(max(0.0, deadline - time.monotonic())):
+        if not poller.poll(max(0.0, deadline - time.monotonic()) * 1000):
             break
         chunk = os.read(fd, 4096)
         if not chunk:
