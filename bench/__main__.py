@@ -25,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.timing import compare, spawn_and_wait
+from bench.timing import compare
 
 HERE = Path(__file__).resolve().parent
 SEED = HERE / "seed" / "nsrunenter"

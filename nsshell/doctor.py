@@ -39,7 +39,7 @@ def check_gocryptfs():
 
     try:
         binary = BACKEND.binary()
-    except NsshellError as exc:
+    except NsshellError:
         return Check("gocryptfs", "fail", "not installed", "sudo apt install gocryptfs")
     out = subprocess.run([binary, "-version"], capture_output=True, text=True).stdout.split()
     version = out[1].rstrip(";") if len(out) > 1 else "unknown"

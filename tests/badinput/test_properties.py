@@ -7,11 +7,9 @@ registry or loses a vault.  Nothing here can reach gocryptfs or exec: the
 registered vaults' cipher dirs do not exist, so an unlock stops in its
 preflight, before any passphrase is read."""
 
-import io
 import os
 import re
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 

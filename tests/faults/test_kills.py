@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from reliability import assert_nothing_left, fsck, gocryptfs_pids, keeper_status, record, state_record, wait_for
+from reliability import assert_nothing_left, fsck, gocryptfs_pids, record, state_record, wait_for
 
 pytestmark = pytest.mark.namespaces
 

@@ -10,18 +10,14 @@ supervisor, not a malformed request on the socket, and nothing at all for
 another uid (0700 runtime dir, 0600 socket, SO_PEERCRED check).
 """
 
-import errno
 import json
 import os
 import shutil
-import signal
 import socket
 import stat
 import subprocess
 import sys
-import time
 
-import psutil
 import pytest
 
 from reliability import (
@@ -30,7 +26,6 @@ from reliability import (
     assert_nothing_left,
     keeper_status,
     my_pids,
-    raw_request,
     record,
     state_record,
     wait_for,

@@ -7,10 +7,8 @@ import signal
 import stat
 import subprocess
 import threading
-import time
 from pathlib import Path
 
-import psutil
 import pytest
 
 from reliability import assert_nothing_left, assert_one_line_error, fsck, gocryptfs_pids, record, wait_for

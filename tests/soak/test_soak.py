@@ -5,11 +5,9 @@ $NSSHELL_RELIABILITY_REPORT; docs/reliability.md quotes a real run."""
 
 import os
 import subprocess
-import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-import psutil
 import pytest
 
 from reliability import (
@@ -19,7 +17,6 @@ from reliability import (
     leftovers,
     record,
     state_record,
-    vault_mount_namespaces,
     wait_for,
 )
 

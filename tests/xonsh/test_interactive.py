@@ -6,7 +6,6 @@ the commands typed inside stay out of the outer history.
 Two xonsh starts in all (outer and inner), per SHELL-FACTS "Driving real
 shells in tests"."""
 
-import json
 import re
 import sys
 import time
