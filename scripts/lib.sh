@@ -21,8 +21,11 @@ ensure_system_packages() {
         if [[ $EUID -eq 0 ]]; then
             say "installing ${missing[*]}"
             export DEBIAN_FRONTEND=noninteractive
-            apt-get update -qq >/dev/null
-            apt-get install -y -qq "${missing[@]}" >/dev/null || die "apt-get install ${missing[*]} failed"
+            # Another apt (unattended-upgrades on a fresh machine) may hold the
+            # dpkg lock for a while: wait for it instead of failing at once.
+            apt-get -o DPkg::Lock::Timeout=600 update -qq >/dev/null
+            apt-get -o DPkg::Lock::Timeout=600 install -y -qq "${missing[@]}" >/dev/null \
+                || die "apt-get install ${missing[*]} failed"
         else
             die "missing packages; run: sudo apt-get install -y ${missing[*]}"
         fi
@@ -61,28 +64,37 @@ ensure_second_user() {
     local user=$1 other=$2
     ensure_user "$other"
     if ! command -v sudo >/dev/null; then
-        apt-get update -qq >/dev/null
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq sudo >/dev/null || die "apt-get install sudo failed"
+        apt-get -o DPkg::Lock::Timeout=600 update -qq >/dev/null
+        DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq sudo >/dev/null \
+            || die "apt-get install sudo failed"
     fi
     printf '%s ALL=(%s) NOPASSWD: ALL\n' "$user" "$other" > "/etc/sudoers.d/nsshell-$user"
     chmod 0440 "/etc/sudoers.d/nsshell-$user"
 }
 
-# copy_tree_for USER: a copy of this working tree that USER owns; prints its path.
+# copy_tree_for USER: a copy of this working tree that USER owns, in a
+# directory of its own (two runs at once must not overwrite each other's
+# copy); prints its path.  The copy sits beside a copy of ../shared, which
+# the benchmarks and some docs refer to.  remove_tree_copy removes it.
 copy_tree_for() {
-    local user=$1 home dest
+    local user=$1 home run dest
     home=$(getent passwd "$user" | cut -d: -f6)
-    dest=$home/nsshell
-    rm -rf "$dest"
+    run=$(mktemp -d "$home/run.XXXXXX") || die "mktemp in $home failed"
+    dest=$run/nsshell
     mkdir -p "$dest"
     tar -C "$NSSHELL_REPO" --exclude=./.venv --exclude=./.git --exclude='__pycache__' -cf - . | tar -C "$dest" -xf -
-    # The benchmarks and some docs refer to ../shared beside the checkout.
     if [[ -d $NSSHELL_REPO/../shared ]]; then
-        rm -rf "$home/shared"
-        cp -r "$NSSHELL_REPO/../shared" "$home/shared"
+        cp -r "$NSSHELL_REPO/../shared" "$run/shared"
     fi
-    chown -R "$user:" "$dest" "$home/shared" 2>/dev/null || chown -R "$user:" "$dest"
+    chown -R "$user:" "$run"
     printf '%s\n' "$dest"
+}
+
+# remove_tree_copy DEST: remove what copy_tree_for made.
+remove_tree_copy() {
+    local run
+    run=$(dirname "$1")
+    [[ $(basename "$run") == run.* ]] && rm -rf "$run"
 }
 
 # as_user USER CMD...: run CMD as USER with a clean, explicit environment.
