@@ -454,10 +454,17 @@ def write_state(name, runtime_dir, **fields):
         f'"{role}": ' + ("null" if record is None else f"[{int(record[0])}, {int(record[1] or 0)}]")
         for role, record in fields.items()
     )
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write("{" + body + "}")
-    os.replace(tmp, path)
+    try:
+        fd = paths.create_private_file(tmp)
+        with os.fdopen(fd, "w") as f:
+            f.write("{" + body + "}")
+        os.replace(tmp, path)  # rename replaces a planted symlink at path, never its target
+    except OSError as exc:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise paths.runtime_file_error(path, exc) from None
 
 
 class Supervisor:
@@ -535,13 +542,17 @@ class Supervisor:
         os.close(self.passphrase_fd)
         self.backend = (pid, kernel.pidfd_open(pid))
         me = os.getpid()
-        write_state(
-            self.name,
-            self.runtime_dir,
-            supervisor=[me, process_start_time(me)],
-            keeper=[self.keeper_pid, process_start_time(self.keeper_pid)],
-            backend=[pid, process_start_time(pid)],
-        )
+        try:
+            write_state(
+                self.name,
+                self.runtime_dir,
+                supervisor=[me, process_start_time(me)],
+                keeper=[self.keeper_pid, process_start_time(self.keeper_pid)],
+                backend=[pid, process_start_time(pid)],
+            )
+        except NsshellError:
+            channel.sendall(b"FAILED\n")  # the keeper waits for a word on the backend
+            raise
         deadline = time.monotonic() + READY_TIMEOUT
         waiter = Poller()
         waiter.register(wake_r)
@@ -674,14 +685,32 @@ def main(argv):
         return UNSAFE
     if os.fork() != 0:
         os._exit(0)
-    # Our stdout/stderr and gocryptfs's go to the vault's log (0600, runtime dir).
-    log_fd = os.open(
-        paths.log_path(spec["name"], spec["runtime_dir"]), os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600
-    )
+    # Our stdout/stderr and gocryptfs's go to the vault's log (0600, runtime dir),
+    # a new file: never one planted there, nor what a planted symlink points at.
+    log = paths.log_path(spec["name"], spec["runtime_dir"])
+    try:
+        log_fd = paths.create_private_file(log)
+    except OSError as exc:
+        os.write(status_fd, errors.to_line(paths.runtime_file_error(log, exc)))
+        os._exit(1)
     os.dup2(log_fd, 1)
     os.dup2(log_fd, 2)
     os.close(log_fd)
-    Supervisor(spec, passphrase_fd, status_fd).run()
+    supervisor_pid = os.getpid()
+    supervisor = Supervisor(spec, passphrase_fd, status_fd)
+    try:
+        supervisor.run()
+    except NsshellError as exc:
+        if os.getpid() != supervisor_pid or supervisor.keeper_pid is not None:
+            raise  # the keeper's, or a later failure: not this early one
+        # Before the keeper exists (a full runtime directory, say): the
+        # client gets the one line; the log gets it too if it has room.
+        supervisor.report(errors.to_line(exc))
+        try:
+            os.write(2, _line(f"nsshell-holder: {exc}"))
+        except OSError:
+            pass
+        cleanup_runtime_files(spec["name"], spec["runtime_dir"])
     os._exit(0)
 
 

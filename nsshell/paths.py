@@ -16,7 +16,7 @@ Imported on the hot path: only ``os`` and ``stat``.
 import os
 import stat
 
-from nsshell.errors import UNSAFE, NsshellError
+from nsshell.errors import FAILURE, UNSAFE, NsshellError
 
 
 def home():
@@ -128,3 +128,36 @@ def lock_path(name, base=None):
 
 def log_path(name, base=None):
     return os.path.join(base or runtime_base(), f"{name}.log")
+
+
+def create_private_file(path):
+    """A new, empty 0600 file at path, opened for writing (O_CLOEXEC).
+
+    Whatever was at path is unlinked first (unlink never follows a symlink),
+    and the file is created with O_EXCL|O_NOFOLLOW: a symlink or file planted
+    there, even in a race, is never written through.  Raises OSError."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+
+
+def runtime_file_error(path, exc):
+    """The one-line NsshellError for an OSError while writing a runtime file."""
+    import errno
+
+    directory = os.path.dirname(path)
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return NsshellError(
+            f"{directory} is full ({exc.strerror}), so nsshell cannot write {os.path.basename(path)} there; "
+            "free some space there and try again",
+            FAILURE,
+        )
+    if exc.errno in (errno.EEXIST, errno.ELOOP):
+        return NsshellError(
+            f"{path} is a symbolic link or was re-created by another process, and nsshell never writes "
+            "through one; remove it, check what writes into that directory, and try again",
+            UNSAFE,
+        )
+    return NsshellError(f"cannot write {path} ({exc.strerror}); check {directory} and try again", FAILURE)

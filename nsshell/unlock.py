@@ -38,7 +38,10 @@ class VaultLock:
 
     def __enter__(self):
         while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+            except OSError as exc:  # a planted symlink (ELOOP), a full runtime dir (ENOSPC)
+                raise paths.runtime_file_error(self.path, exc) from None
             fcntl.flock(fd, fcntl.LOCK_EX)
             try:
                 if os.stat(self.path).st_ino == os.fstat(fd).st_ino:
