@@ -12,6 +12,7 @@ a registry it could not read, so nothing in it is lost.
 import fcntl
 import marshal
 import os
+import stat
 
 from nsshell import paths
 from nsshell.errors import CONFLICT, NOT_FOUND, NsshellError
@@ -136,31 +137,62 @@ def _parse(path, raw):
 # Importing tomllib costs more than everything else an unlock does in
 # Python, so the parsed registry is kept in $XDG_CACHE_HOME/nsshell, keyed by
 # the registry's exact bytes: any edit, however quick, misses the cache.
+#
+# The cache is trusted no further than the TOML: a cached registry is used
+# only if it passes the same checks as a parsed one *and* nsshell's own
+# rendering of it is, byte for byte, the registry file.  So a planted or
+# stale cache can never name an extpass, cipher dir or mountpoint that
+# vaults.toml does not.  (A hand-formatted registry is parsed every time.)
 
 
-_CACHE_FORMAT = 1  # bump when Vault's fields change
+_CACHE_FORMAT = 2  # bump when Vault's fields or the cache's checks change
+
+
+def _cache_file():
+    return os.path.join(paths.cache_dir(), "registry.cache")
 
 
 def _cached(path, raw):
     try:
-        with open(os.path.join(paths.cache_dir(), "registry.cache"), "rb") as f:
-            key, rows = marshal.loads(f.read())
+        fd = os.open(_cache_file(), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o077:
+            return None
+        with os.fdopen(fd, "rb") as f:
+            fd = None
+            key, rows = marshal.loads(f.read(1 << 20))
         if key != (_CACHE_FORMAT, path, raw):
             return None
-        return {row[0]: Vault(*row) for row in rows}
-    except (OSError, ValueError, EOFError, TypeError):
-        return None  # missing, corrupt or from another version: parse instead
+        vaults = {}
+        for row in rows:
+            fields = dict(zip(Vault.__slots__, row, strict=True))
+            name = fields.pop("name")
+            table = {field: value for field, value in fields.items() if value is not None}
+            vaults[name] = _vault_from_table(path, name, table)
+        if _render(vaults).encode("utf-8") != raw:
+            return None
+        return vaults
+    except (OSError, ValueError, EOFError, TypeError, AttributeError, NsshellError):
+        return None  # missing, corrupt, planted or from another version: parse instead
+    finally:
+        if fd is not None:
+            os.close(fd)
 
 
 def _remember(path, raw, vaults):
     try:
+        if _render(vaults).encode("utf-8") != raw:
+            return  # not in nsshell's own form: _cached would refuse it anyway
         directory = paths.cache_dir()
         os.makedirs(directory, mode=0o700, exist_ok=True)
         tmp = os.path.join(directory, f"registry.cache.{os.getpid()}")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        fd = paths.create_private_file(tmp)
         with os.fdopen(fd, "wb") as f:
             f.write(marshal.dumps(((_CACHE_FORMAT, path, raw), [v._fields() for v in vaults.values()])))
-        os.replace(tmp, os.path.join(directory, "registry.cache"))
+        os.replace(tmp, _cache_file())
     except OSError:
         pass  # only a cache: the next command parses again
 
@@ -227,14 +259,21 @@ class _Locked:
         os.close(self.fd)
 
 
+_HEADER = (
+    "# nsshell vault registry; 'nsshell create' and 'nsshell remove' maintain it.\n"
+    "# Per vault: cipher_dir, mountpoint, linger (seconds or '5m'), extpass, history (vault|off|outer).\n"
+)
+
+
+def _render(vaults):
+    """The registry's text as nsshell writes it."""
+    return _HEADER + "".join("\n" + vault.to_toml() for _, vault in sorted(vaults.items()))
+
+
 def _write(vaults, path):
-    header = (
-        "# nsshell vault registry; 'nsshell create' and 'nsshell remove' maintain it.\n"
-        "# Per vault: cipher_dir, mountpoint, linger (seconds or '5m'), extpass, history (vault|off|outer).\n"
-    )
-    text = header + "".join("\n" + vault.to_toml() for _, vault in sorted(vaults.items()))
+    text = _render(vaults)
     tmp = f"{path}.tmp-{os.getpid()}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    fd = paths.create_private_file(tmp)
     try:
         os.write(fd, text.encode("utf-8"))
         os.fsync(fd)
