@@ -64,19 +64,34 @@ def prompt(text, confirm=False):
             again = getpass.getpass("Repeat to confirm: ")
             if again != first:
                 raise NsshellError("the two passphrases differ; nothing was created", BAD_PASSPHRASE)
-    except (EOFError, KeyboardInterrupt):
+    except EOFError:
         raise NsshellError("no passphrase given", BAD_PASSPHRASE) from None
+    # KeyboardInterrupt (Ctrl-C) goes on up: the CLI ends the prompt's line and exits 130.
     if not first:
         raise NsshellError("the passphrase cannot be empty", BAD_PASSPHRASE)
     return first.encode()
 
 
 def prompt_line(text):
-    """Ask a yes/no style question on the terminal (with echo)."""
+    """Ask a yes/no style question on the terminal (with echo); the answer, stripped.
+
+    Raw os calls on /dev/tty: a text-mode "r+" file object insists on being
+    seekable, which a terminal is not.  Ctrl-C raises KeyboardInterrupt."""
     try:
-        with open("/dev/tty", "r+") as tty:
-            tty.write(text)
-            tty.flush()
-            return tty.readline().strip()
+        tty = os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
     except OSError:
         raise NsshellError("no terminal to confirm on; add --yes to confirm", USAGE) from None
+    try:
+        os.write(tty, text.encode())
+        answer = b""
+        while not answer.endswith(b"\n"):
+            chunk = os.read(tty, 1024)
+            if not chunk:  # Ctrl-D: end the prompt's line for whatever is said next
+                os.write(tty, b"\n")
+                break
+            answer += chunk
+    except OSError as exc:
+        raise NsshellError(f"cannot read the answer from the terminal ({exc.strerror}); add --yes to confirm", USAGE) from None
+    finally:
+        os.close(tty)
+    return answer.decode(errors="replace").strip()
