@@ -157,6 +157,97 @@ def check_ptrace_scope():
     return Check("ptrace restriction", "ok", f"kernel.yama.ptrace_scope={value}")
 
 
+def check_namespace_handles():
+    """Can a process of ours open a non-dumpable process's namespace through
+    a file handle (open_by_handle_at(2) on nsfs)?  Tried for real against a
+    throwaway namespace holder, not looked up by kernel version."""
+    title = "namespace file handles"
+    verdict, detail = probe_namespace_handles()
+    if verdict == "opened":
+        return Check(
+            title, "warn",
+            f"this kernel ({os.uname().release}) let this process open the mount namespace of a non-dumpable "
+            f"test process through open_by_handle_at(2) ({detail}). So while a vault is open, any process running "
+            "as you can enter its namespace and read the plaintext, with no session and no ptrace; "
+            "other users cannot",
+            "a kernel that refuses open_by_handle_at(2) on namespaces that a non-dumpable process holds; "
+            "no nsshell setting can avoid it, because the vault's user namespace is owned by your uid (see SECURITY.md)",
+        )
+    if verdict == "refused":
+        return Check(title, "ok", f"opening a non-dumpable test namespace by file handle was refused ({detail})")
+    return Check(title, "warn", f"could not test: {detail}", "run 'nsshell doctor' again; see the failures above")
+
+
+def probe_namespace_handles():
+    """("opened" | "refused" | "unknown", detail).
+
+    A forked child unshares a user+mount namespace, takes the file handle of
+    its mount namespace, goes non-dumpable (as a vault's keeper does) and
+    reports the handle.  This process then tries open_by_handle_at(2) with
+    it; "opened" only if the fd it gets is that very namespace."""
+    report_r, report_w = os.pipe()
+    release_r, release_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(report_r)
+        os.close(release_w)
+        try:
+            uid, gid = os.getuid(), os.getgid()
+            kernel.unshare_user_and_mount()
+            kernel.map_self_one_to_one(uid, gid)
+            ns_fd = os.open("/proc/self/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                handle_type, handle = kernel.namespace_file_handle(ns_fd)
+                message = f"HANDLE {handle_type} {handle.hex()} {os.fstat(ns_fd).st_ino}"
+            except OSError as exc:
+                message = f"NOHANDLE {exc.strerror}"
+            kernel.make_undumpable()
+            os.write(report_w, message.encode() + b"\n")
+            os.read(release_r, 1)  # stay alive, non-dumpable, while the parent tries
+            os._exit(0)
+        except BaseException as exc:  # report any failure to the parent
+            os.write(report_w, f"FAILED {exc}".replace("\n", " ").encode()[:4000] + b"\n")
+            os._exit(1)
+    os.close(report_w)
+    os.close(release_r)
+    try:
+        message = b""
+        while not message.endswith(b"\n") and (chunk := os.read(report_r, 4096)):
+            message += chunk
+        return _try_namespace_handle(pid, message.decode(errors="replace").strip())
+    finally:
+        os.close(report_r)
+        os.close(release_w)
+        os.waitpid(pid, 0)
+
+
+def _try_namespace_handle(pid, message):
+    kind, _, rest = message.partition(" ")
+    if kind == "NOHANDLE":
+        return "refused", f"this kernel has no file handles for namespaces: {rest}"
+    if kind != "HANDLE":
+        return "unknown", rest or "the probe's namespace could not be set up"
+    handle_type, handle_hex, inode = rest.split()
+    try:  # the premise: the front door is shut, as for a vault's keeper
+        os.close(os.open(f"/proc/{pid}/ns/mnt", os.O_RDONLY | os.O_CLOEXEC))
+        return "unknown", "a non-dumpable process's /proc/PID/ns/mnt could be opened, so the probe proves nothing"
+    except OSError:
+        pass
+    own = os.open("/proc/self/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        opened = kernel.open_namespace_by_handle(int(handle_type), bytes.fromhex(handle_hex), own)
+    except OSError as exc:
+        return "refused", exc.strerror
+    finally:
+        os.close(own)
+    try:
+        if os.fstat(opened).st_ino != int(inode):
+            return "unknown", "open_by_handle_at(2) returned a different namespace"
+    finally:
+        os.close(opened)
+    return "opened", f"mnt:[{inode}]"
+
+
 def run_checks():
     return [
         check_python(),
@@ -167,4 +258,5 @@ def run_checks():
         check_runtime_dir(),
         check_registry(),
         check_ptrace_scope(),
+        check_namespace_handles(),
     ]

@@ -221,6 +221,37 @@ def namespace_id(kind, pid="self"):
     return os.readlink(f"/proc/{pid}/ns/{kind}")
 
 
+AT_EMPTY_PATH = 0x1000
+MAX_HANDLE_SZ = 128
+
+
+def namespace_file_handle(ns_fd):
+    """(handle type, handle bytes) of the namespace ns_fd refers to, from
+    name_to_handle_at(2).  Raises OSError (EOPNOTSUPP, EINVAL) on a kernel
+    without file handles for namespaces."""
+    import ctypes
+    import struct
+
+    header = struct.Struct("Ii")  # struct file_handle: handle_bytes, handle_type, then the handle
+    buffer = ctypes.create_string_buffer(header.size + MAX_HANDLE_SZ)
+    header.pack_into(buffer, 0, MAX_HANDLE_SZ, 0)
+    mount_id = ctypes.c_int()
+    _libc_call("name_to_handle_at", ns_fd, b"", buffer, ctypes.byref(mount_id), AT_EMPTY_PATH)
+    size, handle_type = header.unpack_from(buffer, 0)
+    return handle_type, buffer.raw[header.size : header.size + size]
+
+
+def open_namespace_by_handle(handle_type, handle, nsfs_fd):
+    """open_by_handle_at(2): an fd on the namespace that the handle names.
+    nsfs_fd is any fd on the namespace filesystem (one of our own
+    /proc/self/ns/* will do).  Raises OSError when the kernel refuses."""
+    import ctypes
+    import struct
+
+    buffer = ctypes.create_string_buffer(struct.pack("Ii", len(handle), handle_type) + handle)
+    return _libc_call("open_by_handle_at", nsfs_fd, buffer, os.O_RDONLY | os.O_CLOEXEC)
+
+
 def in_child_user_namespace():
     """True when this process is not in the initial user namespace.
 
