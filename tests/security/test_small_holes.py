@@ -284,13 +284,31 @@ def _newest_namespace_id():
 
 
 def _open_by_scanning_ids(libc, nsfs_fd, ns_type, inum, newest):
+    """(fd, namespace id, attempts); fd None if no id up to newest opens it."""
     for ns_id in range(newest, 0, -1):
         fd = libc.open_by_handle_at(nsfs_fd, _nsfs_handle(ns_id, ns_type, inum), os.O_RDONLY | os.O_CLOEXEC)
         if fd >= 0:
             if os.fstat(fd).st_ino == inum:
-                return fd, newest - ns_id + 1
+                return fd, ns_id, newest - ns_id + 1
             os.close(fd)
-    return None, newest
+    return None, None, newest
+
+
+class MiniKeeper:
+    """HOLDER, running; .mnt and .user are its namespaces' inode numbers."""
+
+    def __init__(self, where):
+        self.where = where
+        self.proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(where)], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True)
+        self.mnt, self.user = map(int, self.proc.stdout.readline().split())
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.proc.stdin.close()
+        self.proc.wait(timeout=30)
 
 
 def _read_through(user_fd, mount_fd, path):
@@ -326,28 +344,56 @@ def test_doctor_probe_for_namespace_file_handles_agrees_with_a_direct_attack(wor
     # own, handles built by hand, namespace ids scanned from the newest down.
     where = world.root / "private"
     where.mkdir()
-    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(where)], stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, text=True)
-    try:
-        mnt_inum, user_inum = map(int, holder.stdout.readline().split())
-        for path in (f"/proc/{holder.pid}/ns/mnt", f"/proc/{holder.pid}/root{where}/secret"):
+    with MiniKeeper(where) as holder:
+        for path in (f"/proc/{holder.proc.pid}/ns/mnt", f"/proc/{holder.proc.pid}/root{where}/secret"):
             with pytest.raises(PermissionError):
                 open(path, "rb")  # the front door is shut, as for a vault's keeper
         libc = ctypes.CDLL(None, use_errno=True)
         own = os.open("/proc/self/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
         newest = _newest_namespace_id()
         started = time.monotonic()
-        mount_fd, tries = _open_by_scanning_ids(libc, own, CLONE_NEWNS, mnt_inum, newest)
-        user_fd, _ = _open_by_scanning_ids(libc, own, CLONE_NEWUSER, user_inum, newest)
+        mount_fd, _, tries = _open_by_scanning_ids(libc, own, CLONE_NEWNS, holder.mnt, newest)
+        user_fd, _, _ = _open_by_scanning_ids(libc, own, CLONE_NEWUSER, holder.user, newest)
         elapsed = time.monotonic() - started
         secret = _read_through(user_fd, mount_fd, f"{where}/secret") if mount_fd and user_fd else b""
         for fd in (own, mount_fd, user_fd):
             if fd is not None:
                 os.close(fd)
-    finally:
-        holder.stdin.close()
-        holder.wait(timeout=30)
     direct_attack_worked = secret == b"only-inside\n"
     record("small-holes-nsfs-handles", kernel=os.uname().release, doctor=probe["status"],
            direct_attack=direct_attack_worked, ids_scanned=tries, seconds=round(elapsed, 4))
     assert doctor_says_open == direct_attack_worked, (probe, secret)
+
+
+OTHER_USER_ATTEMPT = r"""
+import ctypes, os, struct, sys
+libc = ctypes.CDLL(None, use_errno=True)
+ns_id, inum = int(sys.argv[1]), int(sys.argv[2])
+own = os.open("/proc/self/ns/mnt", os.O_RDONLY)
+handle = ctypes.create_string_buffer(struct.pack("IiQII", 16, 0xF1, ns_id, 0x00020000, inum))
+fd = libc.open_by_handle_at(own, handle, os.O_RDONLY)
+print("opened" if fd >= 0 and os.fstat(fd).st_ino == inum else "refused:" + os.strerror(ctypes.get_errno()))
+"""
+
+
+def test_another_user_cannot_open_the_namespace_by_handle_even_knowing_it(world):
+    """SECURITY.md says another uid gets nothing: it is handed the exact
+    handle that opens the namespace for its owner."""
+    user = os.environ.get("NSSHELL_SECOND_USER", "nobody")
+    if subprocess.run(["sudo", "-n", "-u", user, "true"], capture_output=True).returncode != 0:
+        pytest.skip(f"no second user to act as ('sudo -n -u {user}' is not allowed here)")
+    where = world.root / "private"
+    where.mkdir()
+    with MiniKeeper(where) as holder:
+        libc = ctypes.CDLL(None, use_errno=True)
+        own = os.open("/proc/self/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
+        mount_fd, ns_id, _ = _open_by_scanning_ids(libc, own, CLONE_NEWNS, holder.mnt, _newest_namespace_id())
+        os.close(own)
+        if mount_fd is None:
+            pytest.skip("this kernel does not open namespaces by handle even for their owner; nothing to compare")
+        os.close(mount_fd)
+        other = subprocess.run(["sudo", "-n", "-u", user, "/usr/bin/python3", "-c", OTHER_USER_ATTEMPT, str(ns_id),
+                                str(holder.mnt)], capture_output=True, text=True, timeout=60)
+    assert other.returncode == 0, other.stderr
+    assert other.stdout.startswith("refused:"), other.stdout
+    record("small-holes-nsfs-handles-other-user", result=other.stdout.strip())
