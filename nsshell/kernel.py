@@ -14,8 +14,10 @@ import os
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUSER = 0x10000000
 
+MS_RDONLY = 0x1
 MS_NOSUID = 0x2
 MS_NODEV = 0x4
+MS_NOEXEC = 0x8
 MS_REC = 0x4000
 MS_SLAVE = 1 << 19
 
@@ -162,6 +164,25 @@ def mount_fuse(fuse_fd, mountpoint, source, subtype, uid, gid, max_read=None):
         raise KernelError(exc.errno, f"cannot mount FUSE at {mountpoint} ({exc.strerror})") from None
 
 
+def mount_readonly_floor(mountpoint):
+    """Mount an empty read-only tmpfs at mountpoint, to lie under the vault.
+
+    If the vault is ever unmounted or lazily detached inside the namespace,
+    sessions find this floor at the path instead of the host directory, and
+    every write fails with EROFS instead of landing on disk in plaintext."""
+    try:
+        _libc_call(
+            "mount",
+            b"nsshell-floor",
+            _c_str(mountpoint),
+            b"tmpfs",
+            MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
+            b"size=4k,nr_inodes=16,mode=0500",
+        )
+    except OSError as exc:
+        raise KernelError(exc.errno, f"cannot mount a read-only floor at {mountpoint} ({exc.strerror})") from None
+
+
 def unmount(mountpoint, detach=False):
     """Unmount; raises OSError (EBUSY while files are open)."""
     _libc_call("umount2", _c_str(mountpoint), MNT_DETACH if detach else 0)
@@ -180,10 +201,135 @@ def mount_entry(mountpoint, mountinfo="/proc/self/mountinfo"):
     return found
 
 
+def mount_id_at(path):
+    """The id of the mount that path resolves to (as in mountinfo's first field).
+
+    Opened with O_PATH, so no request reaches a FUSE daemon, even a hung one;
+    the id comes from /proc/self/fdinfo."""
+    fd = os.open(path, os.O_PATH | os.O_CLOEXEC | os.O_NOFOLLOW)
+    try:
+        with open(f"/proc/self/fdinfo/{fd}", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("mnt_id:"):
+                    return int(line.split()[1])
+    finally:
+        os.close(fd)
+    raise OSError(0, "this kernel does not report mount ids in /proc/self/fdinfo")
+
+
+def mount_table(mountinfo="/proc/self/mountinfo"):
+    """Every mount as a dict: id, parent, root, target (unescaped), fstype, source."""
+    table = []
+    with open(mountinfo, encoding="utf-8", errors="surrogateescape") as f:
+        for line in f:
+            fields = line.split()
+            sep = fields.index("-")
+            table.append(
+                {
+                    "id": int(fields[0]),
+                    "parent": int(fields[1]),
+                    "root": _mountinfo_unescape(fields[3]),
+                    "target": _mountinfo_unescape(fields[4]),
+                    "fstype": fields[sep + 1],
+                    "source": fields[sep + 2],
+                }
+            )
+    return table
+
+
+def _mountinfo_unescape(field):
+    # The backslash last, so that an escaped backslash is never read as the start of another escape.
+    for char, code in ((" ", "\\040"), ("\t", "\\011"), ("\n", "\\012"), ("\\", "\\134")):
+        field = field.replace(code, char)
+    return field
+
+
 def _mountinfo_escape(path):
     for char, code in (("\\", "\\134"), (" ", "\\040"), ("\t", "\\011"), ("\n", "\\012")):
         path = path.replace(char, code)
     return path
+
+
+# --- watching the mountpoint -------------------------------------------------
+
+IN_MOVE_SELF = 0x00000800
+IN_DELETE_SELF = 0x00000400
+IN_UNMOUNT = 0x00002000
+IN_IGNORED = 0x00008000
+IN_NONBLOCK = os.O_NONBLOCK
+IN_CLOEXEC = os.O_CLOEXEC
+
+
+def watch_path_and_parents(path):
+    """An inotify fd that becomes readable when path or any of its parents is
+    moved or deleted (IN_MOVE_SELF, IN_DELETE_SELF).  Inotify watches inodes,
+    not names: after a rename the watch still names the moved directory.
+
+    Returns (fd, watched paths, skipped paths with the reason); a parent we
+    may not read (another user's 0711 home) cannot be watched."""
+    fd = _libc_call("inotify_init1", IN_NONBLOCK | IN_CLOEXEC)
+    watched, skipped = [], []
+    current = os.path.abspath(path)
+    while True:
+        try:
+            _libc_call("inotify_add_watch", fd, _c_str(current), IN_MOVE_SELF | IN_DELETE_SELF)
+            watched.append(current)
+        except OSError as exc:
+            if current == os.path.abspath(path):
+                os.close(fd)
+                raise KernelError(exc.errno, f"cannot watch the mountpoint {path} ({exc.strerror})") from None
+            skipped.append((current, exc.strerror))
+        if current == "/":
+            return fd, watched, skipped
+        current = os.path.dirname(current)
+
+
+def read_watch_events(fd):
+    """Drain an inotify fd: the masks of the events read (struct inotify_event)."""
+    masks = []
+    while True:
+        try:
+            data = os.read(fd, 4096)
+        except BlockingIOError:
+            return masks
+        if not data:
+            return masks
+        offset = 0
+        while offset + 16 <= len(data):
+            mask = int.from_bytes(data[offset + 4 : offset + 8], _byteorder())
+            name_len = int.from_bytes(data[offset + 12 : offset + 16], _byteorder())
+            masks.append(mask)
+            offset += 16 + name_len
+
+
+def _byteorder():
+    return "little" if _little_endian() else "big"
+
+
+# --- nested namespaces ---------------------------------------------------------
+
+NS_GET_PARENT = 0xB702  # _IO(0xb7, 0x2)
+
+
+def user_namespace_descends_from(pid, ancestor_ino):
+    """Whether pid's user namespace is the one with inode ancestor_ino or a
+    namespace created inside it (at any depth): NS_GET_PARENT walks up until
+    it reaches a namespace outside ours (EPERM) or the initial one."""
+    import fcntl
+
+    fd = os.open(f"/proc/{pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        while True:
+            if os.fstat(fd).st_ino == ancestor_ino:
+                return True
+            try:
+                parent = fcntl.ioctl(fd, NS_GET_PARENT)
+            except OSError:
+                return False
+            os.close(fd)
+            fd = parent
+    finally:
+        os.close(fd)
 
 
 # --- joining ----------------------------------------------------------------
