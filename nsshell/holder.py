@@ -60,9 +60,9 @@ class Poller:
         self._epoll = select.epoll()
         self._registered = {}  # fd -> (fileobj, data)
 
-    def register(self, fileobj, data=None):
+    def register(self, fileobj, data=None, events=select.EPOLLIN):
         fd = fileobj if isinstance(fileobj, int) else fileobj.fileno()
-        self._epoll.register(fd, select.EPOLLIN)
+        self._epoll.register(fd, events)
         self._registered[fd] = (fileobj, data)
 
     def unregister(self, fileobj):
@@ -92,11 +92,17 @@ class Keeper:
         self.listener = None
         self.selector = Poller()
         self.socket_path = paths.socket_path(self.name, spec["runtime_dir"])
+        self.outer_user_ns = None  # the user namespace we came from: its processes are not the vault's
+        self.path_watch = None  # inotify fd on the mountpoint and its parents
+        self.vault_mount_id = None  # the FUSE mount's id, once verified
+        self.mount_events = None  # /proc/self/mountinfo, polled for "the mount table changed"
+        self.displacing = False  # the mount was displaced: sessions are being ended, the vault locks
 
     # Steps until the vault is open, in order.  Any of them may raise.
 
     def enter_private_namespace(self):
         uid, gid = os.getuid(), os.getgid()
+        self.outer_user_ns = kernel.namespace_id("user")
         kernel.unshare_user_and_mount()
         kernel.map_self_one_to_one(uid, gid)
         kernel.make_undumpable()  # after the maps: see NAMESPACE-FACTS 1
@@ -116,7 +122,18 @@ class Keeper:
                 CONFLICT,
             )
 
+    def watch_mountpoint(self):
+        """Before anything is mounted: watch the host directory and every parent
+        (by inode), so that a move or delete of any of them is noticed even
+        though the path then names another directory (NAMESPACE-FACTS 23)."""
+        self.path_watch, _watched, skipped = kernel.watch_path_and_parents(self.mountpoint)
+        for path, reason in skipped:
+            _log(f"cannot watch {path} for moves ({reason}); a move of it would go unnoticed")
+
     def mount_and_hand_over_fuse_fd(self):
+        # An empty read-only floor under the vault: if the vault is ever
+        # unmounted in here, writes at the path fail with EROFS (never on disk).
+        kernel.mount_readonly_floor(self.mountpoint)
         fuse_fd = kernel.open_fuse_device()
         kernel.mount_fuse(
             fuse_fd,
@@ -139,25 +156,51 @@ class Keeper:
             os._exit(0)
 
     def verify_mount(self):
-        """Never let a session start on a bare directory (NAMESPACE-FACTS 5)."""
-        if not self.mount_intact():
-            raise NsshellError(f"the vault did not mount at {self.mountpoint}; nothing was started", FAILURE)
+        """Never let a session start on a bare directory (NAMESPACE-FACTS 5).
+
+        From here on the vault is this exact mount (its mount id): no other
+        mount at the path will do, not even one of the same filesystem."""
+        self.vault_mount_id = kernel.mount_id_at(self.mountpoint)
+        problem = self.mount_problem()
+        if problem:
+            raise NsshellError(f"the vault did not mount at {self.mountpoint} ({problem}); nothing was started", FAILURE)
         os.listdir(self.mountpoint)  # a first read also lets the backend settle (NAMESPACE-FACTS 6)
         if os.stat(self.mountpoint).st_dev == os.stat(os.path.dirname(self.mountpoint) or "/").st_dev:
             raise NsshellError(f"{self.mountpoint} is not a separate filesystem; nothing was started", FAILURE)
 
-    def mount_intact(self):
-        """Whether the vault is still the top mount at the mountpoint.
+    def mount_problem(self):
+        """None while the path is exactly our vault mount, else what is wrong.
 
         A process that joined with its own client (not `nsshell run`) holds
         full capabilities in the namespace until it execs, so it can unmount
-        or cover the vault there.  Check before every JOIN, so that no later
-        session writes into the bare directory beneath (NAMESPACE-FACTS 5)."""
+        or cover the vault there (NAMESPACE-FACTS 24), and a move on the host
+        takes the mount away from the path (NAMESPACE-FACTS 23).  Checked at
+        every JOIN and whenever the mount table changes: the path must lead
+        to the very mount verified at unlock (by mount id, which a bind of the
+        vault's own subdirectory does not share), at its root, with nothing
+        mounted inside it."""
         try:
-            entry = kernel.mount_entry(self.mountpoint)
-        except OSError:
-            return False
-        return entry is not None and entry[0] == f"fuse.{BACKEND.fuse_subtype}"
+            at_path = kernel.mount_id_at(self.mountpoint)
+            table = kernel.mount_table()
+        except OSError as exc:
+            return f"the mountpoint cannot be reached ({exc.strerror or exc})"
+        ours = [m for m in table if m["id"] == self.vault_mount_id]
+        if not ours:
+            return "the vault was unmounted"
+        if ours[0]["target"] != self.mountpoint:
+            return f"the vault's mount moved to {ours[0]['target']}"
+        if ours[0]["fstype"] != f"fuse.{BACKEND.fuse_subtype}" or ours[0]["root"] != "/":
+            return "the mount at the mountpoint is not the vault's root"
+        if at_path != self.vault_mount_id:
+            return "something else is mounted over the vault or its path"
+        inside = [m["target"] for m in table if m["parent"] == self.vault_mount_id]
+        if inside:
+            return f"something is mounted inside the vault at {inside[0]}"
+        return None
+
+    def mount_intact(self):
+        """Whether the path still leads exactly to the vault (see mount_problem)."""
+        return self.mount_problem() is None
 
     def listen(self):
         old_umask = os.umask(0o077)
@@ -177,10 +220,13 @@ class Keeper:
 
     def serve(self):
         self.my_mount_ns = kernel.namespace_id("mnt")
+        self.my_user_ns = kernel.namespace_id("user")
         self.user_ns_fd = os.open("/proc/self/ns/user", os.O_RDONLY | os.O_CLOEXEC)
         self.mount_ns_fd = os.open("/proc/self/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
+        self.my_user_ns_ino = os.fstat(self.user_ns_fd).st_ino
         self.selector.register(self.listener, self.accept)
         self.selector.register(self.channel, self.from_supervisor)
+        self.watch_the_mount()
         if not self.hold:
             self.deadline = time.monotonic() + max(FIRST_JOIN_GRACE, self.linger)
         while True:
@@ -190,6 +236,64 @@ class Keeper:
             if self.deadline is not None and time.monotonic() >= self.deadline:
                 self.deadline = None
                 self.idle_check(waited=True)
+
+    # Watching the mount: a displaced vault ends its sessions and locks.
+
+    def watch_the_mount(self):
+        """Register the path watch (set up before the mount) and the mount
+        table: /proc/self/mountinfo signals POLLPRI whenever a mount appears,
+        disappears or moves in this namespace."""
+        if self.path_watch is not None:
+            self.selector.register(self.path_watch, self.mountpoint_moved)
+        self.mount_events = open("/proc/self/mountinfo", "rb", buffering=0)
+        self.selector.register(self.mount_events, self.mount_table_changed, events=select.EPOLLPRI)
+
+    def mountpoint_moved(self, fd):
+        try:
+            masks = kernel.read_watch_events(fd)
+        except Exception as exc:  # never silently: fail safe
+            self.displaced(f"its mountpoint watch failed ({exc!r})")
+            return
+        if masks:
+            self.displaced(f"{self.mountpoint} or one of its parent directories was moved or deleted on the host")
+
+    def mount_table_changed(self, _file):
+        try:
+            problem = self.mount_problem()
+        except Exception as exc:  # never silently: fail safe
+            problem = f"its mount could not be checked ({exc!r})"
+        if problem:
+            self.displaced(problem)
+
+    def displaced(self, problem):
+        """The path no longer leads to the vault, so a session's next write
+        could land on whatever is there now, maybe in plaintext on the host
+        disk.  Kill the sessions at once (SIGKILL: a shell that saves its
+        history on SIGHUP would write it there), then lock."""
+        if self.displacing:
+            return  # already ending the sessions and locking
+        self.displacing = True
+        self.failed = (
+            f"vault {self.name!r} was locked because {problem}; its sessions were ended; "
+            f"check {self.mountpoint} and open it again"
+        )
+        _log(self.failed)
+        for fileobj in (self.path_watch, self.mount_events):
+            if fileobj is not None:
+                try:
+                    self.selector.unregister(fileobj)
+                except (KeyError, OSError):
+                    pass
+        self.path_watch = self.mount_events = None
+        self.stop_listening()
+        for _ in range(3):
+            for pidfd in list(self.sessions.values()):
+                _signal_pidfd(pidfd, signal.SIGKILL)
+            try:
+                self.refresh_sessions()
+            except Exception as exc:  # pragma: no cover - /proc unreadable
+                _log(f"cannot list the vault's processes ({exc!r})")
+        self.lock_and_exit()
 
     def from_supervisor(self, channel):
         try:
@@ -230,12 +334,15 @@ class Keeper:
     def handle(self, conn, pid, words):
         verb = words[0] if words else ""
         if verb == "JOIN":
-            if not self.failed and not self.mount_intact():
-                self.failed = (
-                    f"vault {self.name!r} is no longer mounted at {self.mountpoint} inside its namespace "
-                    f"(something there unmounted or covered it); nothing was started; run "
-                    f"'nsshell lock {self.name} --force', then open it again"
+            problem = None if self.failed else self.mount_problem()
+            if problem:
+                # Refuse, then lock: no session may start on what is at the path now.
+                conn.sendall(
+                    _line(f"ERR {FAILURE} vault {self.name!r} is no longer mounted at {self.mountpoint} ({problem}); "
+                          "nothing was started; it locks now: open it again")
                 )
+                self.displaced(problem)
+                return
             if self.failed:
                 conn.sendall(_line(f"ERR {FAILURE} {self.failed}"))
                 return
@@ -314,8 +421,10 @@ class Keeper:
             self.idle_check()
 
     def namespace_members(self):
-        """Every process in this mount namespace except us: sessions and what
-        they started.  Identity by namespace inode, never by name."""
+        """Every process that can see the vault, except us: those in this mount
+        namespace (sessions and what they started), and those that a session
+        moved into a namespace nested in ours (``unshare -U -m`` inside still
+        sees the plaintext).  Identity by namespace inode, never by name."""
         members = []
         me = os.getpid()
         for entry in os.listdir("/proc"):
@@ -323,6 +432,12 @@ class Keeper:
                 continue
             try:
                 if os.readlink(f"/proc/{entry}/ns/mnt") == self.my_mount_ns:
+                    members.append(int(entry))
+                    continue
+                user_ns = os.readlink(f"/proc/{entry}/ns/user")
+                if user_ns == self.my_user_ns or (
+                    user_ns != self.outer_user_ns and kernel.user_namespace_descends_from(entry, self.my_user_ns_ino)
+                ):
                     members.append(int(entry))
             except OSError:
                 continue
@@ -398,6 +513,14 @@ class Keeper:
             self.listener = None
 
 
+def _log(text):
+    """A line in the vault's log (the keeper's stderr is the log file)."""
+    try:
+        os.write(2, f"nsshell-keeper: {text}\n".encode(errors="replace"))
+    except OSError:
+        pass
+
+
 def _open_fd_count():
     try:
         return len(os.listdir("/proc/self/fd")) - 1  # minus listdir's own fd
@@ -418,6 +541,7 @@ def run_keeper(spec, channel):
         kernel.set_process_name("nsshell-keeper")
         keeper.enter_private_namespace()
         keeper.check_mountpoint()
+        keeper.watch_mountpoint()
         keeper.mount_and_hand_over_fuse_fd()
         keeper.wait_for_backend()
         keeper.verify_mount()

@@ -148,6 +148,8 @@ JOIN_PROBE = (
     "out = {'secret': open(sys.argv[3]).read()}\n"
     "st = [l for l in open('/proc/self/status') if l.startswith('CapEff')][0].split()[1]\n"
     "out['cap_eff_before_exec'] = int(st, 16)\n"
+    "print(json.dumps(out), flush=True)\n"
+    "out = {}\n"
     "if sys.argv[4] == 'umount':\n"
     "    kernel.unmount(os.path.dirname(sys.argv[3]), detach=True)\n"
     "    out['umount'] = 'ok'\n"
@@ -159,12 +161,18 @@ JOIN_PROBE = (
 
 
 def _raw_join(world, mp, action):
+    """What the probe saw.  After an unmount or a cover the keeper ends the
+    vault's sessions at once (SIGKILL), the probe among them: then its last
+    line may be missing."""
     result = subprocess.run(
         [sys.executable, "-c", JOIN_PROBE, str(world.runtime / "nsshell"), "taxes", f"{mp}/secret.txt", action],
         capture_output=True, text=True, env=world.env, timeout=60,
     )
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)
+    assert result.returncode == 0 or (action != "read" and result.returncode == -9), result.stderr
+    out = {}
+    for line in result.stdout.splitlines():
+        out.update(json.loads(line))
+    return out
 
 
 def test_raw_join_on_the_socket_is_the_join_path(world):
@@ -188,32 +196,31 @@ def test_raw_join_on_the_socket_is_the_join_path(world):
 
 def test_a_vault_unmounted_from_inside_locks_itself(world):
     """A joined process can unmount the vault inside its namespace before it
-    execs.  gocryptfs then loses its FUSE connection and the vault locks: the
-    next command unlocks it afresh, and nothing lands in the bare directory."""
+    execs.  The keeper sees its mount go, ends the sessions and locks: the
+    next command unlocks it afresh, and nothing lands in the bare directory.
+    (tests/security/test_displaced_mount.py does it under a writing session.)"""
     world.create("taxes")
     mp = _open_with_secret(world)
-    assert _raw_join(world, mp, "umount")["umount"] == "ok"
+    assert _raw_join(world, mp, "umount")["secret"] == SECRET
     assert_nothing_left(world, "taxes")
     assert world.inside("taxes", f"cat {mp}/secret.txt").stdout == SECRET
 
 
-def test_a_vault_covered_from_inside_refuses_new_sessions(world):
+def test_a_vault_covered_from_inside_locks_itself(world):
     """Or it can cover the vault with a bind mount of a directory on disk.
     gocryptfs keeps serving the hidden mount; later sessions must not start on
     the cover, where their writes would land on disk in plaintext
-    (NAMESPACE-FACTS 5).  The holder checks the mount before every JOIN."""
+    (NAMESPACE-FACTS 5).  The keeper sees the mount table change, finds its
+    mount covered, ends the sessions and locks."""
     world.create("taxes")
     mp = _open_with_secret(world)
     decoy = world.home / "decoy"
     decoy.mkdir()
-    assert _raw_join(world, mp, f"cover={decoy}")["cover"] == "ok"
-    result = world.run("run", "taxes", "--", "sh", "-c", f"echo leaked > {mp}/leak.txt")
-    assert_one_line_error(result)
-    assert "no longer mounted" in result.stderr
-    assert os.listdir(decoy) == [] and os.listdir(mp) == []  # nothing reached the disk
-    assert keeper_status(world, "taxes")["state"] == "failed"
-    world.run("lock", "taxes", "--force", check=True)
+    _raw_join(world, mp, f"cover={decoy}")
     assert_nothing_left(world, "taxes")
+    result = world.run("run", "taxes", "--", "sh", "-c", f"echo leaked > {mp}/leak.txt", input="")
+    assert_one_line_error(result)  # locked: no passphrase here, so nothing starts
+    assert os.listdir(decoy) == [] and os.listdir(mp) == []  # nothing reached the disk
     # The data is intact and the next unlock works.
     assert world.inside("taxes", f"cat {mp}/secret.txt").stdout == SECRET
     code, output = fsck(world, "taxes")
