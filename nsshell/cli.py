@@ -175,6 +175,9 @@ def cmd_list(args):
         [[r["name"], r["state"], str(r["sessions"]), _tilde(r["mountpoint"]), _tilde(r["cipher_dir"])] for r in rows],
         colour_column=1,
     )
+    for r in rows:
+        if r.get("warning"):
+            sys.stderr.write(f"warning: {r['name']}: {r['warning']}\n")
     return 0
 
 
@@ -192,6 +195,8 @@ def cmd_status(args):
         print(f"{row['name']}: {_paint(row['state'])}")
         if row.get("error"):
             print(f"  error:      {row['error']}")
+        if row.get("warning"):
+            print(f"  warning:    {row['warning']}")
         print(f"  sessions:   {row['sessions']}" + (f" (pids {', '.join(map(str, row['session_pids']))})" if row.get("session_pids") else ""))
         print(f"  mountpoint: {row['mountpoint']}")
         print(f"  cipher dir: {row['cipher_dir']}")

@@ -15,7 +15,7 @@ import time
 
 from nsshell import client, errors, kernel, paths, registry
 from nsshell.backend import BACKEND
-from nsshell.errors import BAD_PASSPHRASE, CONFLICT, FAILURE, UNSUPPORTED, NsshellError
+from nsshell.errors import BAD_PASSPHRASE, CONFLICT, FAILURE, UNSAFE, UNSUPPORTED, NsshellError
 from nsshell.kernel import process_start_time
 from nsshell.passphrase import PassphraseSource
 
@@ -163,22 +163,63 @@ def preflight(vault):
         )
     if not BACKEND.is_cipher_dir(vault.cipher_dir):
         raise NsshellError(f"{vault.cipher_dir} is not a gocryptfs directory (no gocryptfs.conf)", FAILURE)
-    if not os.path.exists(vault.mountpoint):
+    if not os.path.lexists(vault.mountpoint):
         os.makedirs(vault.mountpoint, mode=0o700, exist_ok=True)
-    if not os.path.isdir(vault.mountpoint):
-        raise NsshellError(f"mountpoint {vault.mountpoint} is not a directory", CONFLICT)
+    check_mountpoint_is_safe(vault.mountpoint)
     if os.listdir(vault.mountpoint):
         raise NsshellError(
             f"mountpoint {vault.mountpoint} is not empty; files there are not encrypted: move them out "
             "(into the vault once it is open) and try again",
             CONFLICT,
         )
+    seal_mountpoint(vault.mountpoint)
     if kernel.in_child_user_namespace():
         current = os.environ.get("NSSHELL_VAULT")
         where = f"vault {current!r}" if current else "a user namespace"
         raise NsshellError(f"cannot unlock vault {vault.name!r} from inside {where}; run it from outside", CONFLICT)
     if not os.access("/dev/fuse", os.R_OK | os.W_OK):
         raise NsshellError("/dev/fuse is not accessible; run 'nsshell doctor' for how to fix it", UNSUPPORTED)
+
+
+# The bare mountpoint (what is at the path outside the vault's namespace) is
+# r-x for its owner only: nobody can write there, from outside or from a
+# capability-less session that finds it (an outside tmux window opened from
+# a vault shell lands in it), while listing it still works for the emptiness
+# checks.  Mounting over it inside the namespace is unaffected.
+BARE_MOUNTPOINT_MODE = 0o500
+
+
+def check_mountpoint_is_safe(mountpoint):
+    """Refuse a mountpoint that another user could fill or swap: it must be a
+    real directory (not a symlink) that we own and nobody else can write."""
+    import stat
+
+    try:
+        info = os.lstat(mountpoint)
+    except OSError as exc:
+        raise NsshellError(f"mountpoint {mountpoint} cannot be used ({exc.strerror})", CONFLICT) from None
+    if stat.S_ISLNK(info.st_mode):
+        raise NsshellError(f"mountpoint {mountpoint} is a symlink; point the registry at the real directory", UNSAFE)
+    if not stat.S_ISDIR(info.st_mode):
+        raise NsshellError(f"mountpoint {mountpoint} is not a directory", CONFLICT)
+    if info.st_uid != os.getuid():
+        raise NsshellError(
+            f"mountpoint {mountpoint} belongs to uid {info.st_uid}, not to you; use a directory of your own", UNSAFE
+        )
+    if info.st_mode & 0o022:
+        raise NsshellError(
+            f"mountpoint {mountpoint} is writable by other users (mode {stat.S_IMODE(info.st_mode):o}); "
+            f"run 'chmod go-w {mountpoint}' and try again",
+            UNSAFE,
+        )
+
+
+def seal_mountpoint(mountpoint):
+    """Make the bare directory refuse writes (BARE_MOUNTPOINT_MODE)."""
+    import stat
+
+    if stat.S_IMODE(os.lstat(mountpoint).st_mode) != BARE_MOUNTPOINT_MODE:
+        os.chmod(mountpoint, BARE_MOUNTPOINT_MODE)
 
 
 def ensure_open(name, source=None, hold=False):

@@ -44,6 +44,8 @@ def create(name, source, cipher_dir=None, mountpoint=None):
         raise NsshellError(f"cipher dir {cipher_dir} exists and is not empty; choose an empty or new directory", CONFLICT)
     if os.path.exists(mountpoint) and (not os.path.isdir(mountpoint) or os.listdir(mountpoint)):
         raise NsshellError(f"mountpoint {mountpoint} exists and is not an empty directory; choose another", CONFLICT)
+    if os.path.lexists(mountpoint):
+        unlock.check_mountpoint_is_safe(mountpoint)  # ours, and nobody else can write there
     BACKEND.binary()
     passphrase = source.read(name, confirm=True)
 
@@ -52,6 +54,7 @@ def create(name, source, cipher_dir=None, mountpoint=None):
         for path in (cipher_dir, mountpoint):
             made.extend(_makedirs(path))
         BACKEND.initialise(cipher_dir, passphrase)
+        unlock.seal_mountpoint(mountpoint)  # nothing may be written into the bare directory
         vault = registry.Vault(name=name, cipher_dir=cipher_dir, mountpoint=mountpoint)
         registry.add(vault)
     except BaseException:
@@ -106,6 +109,9 @@ def overview(only=None, detail=False):
         row = describe(vault, status)
         if status is None and unlock.holder_alive(name, base):
             row["state"] = "locking"  # socket gone, holder still unmounting and cleaning up
+        warning = bare_mountpoint_warning(vault.mountpoint)
+        if warning:
+            row["warning"] = warning
         if detail:
             row["linger"] = vault.linger
             row["history"] = vault.history
@@ -114,6 +120,27 @@ def overview(only=None, detail=False):
             row["error"] = (status or {}).get("error")
         rows.append(row)
     return rows
+
+
+def bare_mountpoint_warning(mountpoint):
+    """What is wrong with the bare mountpoint (outside the vault), or None.
+
+    Files there were written outside the vault: they are plaintext on disk."""
+    try:
+        if os.path.ismount(mountpoint):
+            return None  # run inside a vault: we see the vault, not the bare directory
+        entries = os.listdir(mountpoint)
+    except FileNotFoundError:
+        return None  # created at the next unlock
+    except OSError as exc:
+        return f"the mountpoint {mountpoint} cannot be listed ({exc.strerror}); check it"
+    if not entries:
+        return None
+    count = len(entries)
+    return (
+        f"{count} file{'s' if count != 1 else ''} in the bare mountpoint {mountpoint} "
+        "(outside the vault, not encrypted): move them into the vault"
+    )
 
 
 def processes(name):

@@ -243,6 +243,7 @@ def test_stale_record_pointing_at_a_stranger_is_never_signalled(vault):
 
 def test_nonempty_mountpoint_is_refused_and_kept(vault):
     mp = vault.mountpoint("taxes")
+    mp.chmod(0o700)  # the bare mountpoint refuses writes (0500): only a deliberate chmod lets a file in
     (mp / "stray.txt").write_text("someone's file")
     result = vault.inside("taxes", "true", check=False)
     assert result.returncode == 7
