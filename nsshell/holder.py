@@ -198,10 +198,6 @@ class Keeper:
             return f"something is mounted inside the vault at {inside[0]}"
         return None
 
-    def mount_intact(self):
-        """Whether the path still leads exactly to the vault (see mount_problem)."""
-        return self.mount_problem() is None
-
     def listen(self):
         old_umask = os.umask(0o077)
         try:
