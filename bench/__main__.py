@@ -43,7 +43,7 @@ class Lab:
         self.runtime.mkdir(mode=0o700)
         self.passfile = self.root / "pass"
         self.passfile.write_text(PASSPHRASE + "\n")
-        self.exe = str(Path(sys.executable).parent / "nsshell")
+        self.exe = os.environ.get("NSB_EXE") or str(Path(sys.executable).parent / "nsshell")
         if not os.path.exists(self.exe):
             sys.exit("bench: nsshell is not installed next to this Python; run it from the project's venv")
         self.env = {
@@ -401,7 +401,11 @@ def main(argv=None):
     parser.add_argument("--only", nargs="+", choices=BENCHES, help="run only these")
     parser.add_argument("--rounds", type=int, help="samples per contender (default 60, quick 15)")
     parser.add_argument("--write", metavar="FILE", help="also write the report to FILE (markdown)")
+    parser.add_argument("--exe", metavar="PATH", help="the nsshell command to measure (default: this venv's); "
+                        "e.g. a pipx install's, which starts without site where an editable install cannot")
     args = parser.parse_args(argv)
+    if args.exe:
+        os.environ["NSB_EXE"] = os.path.abspath(args.exe)
     if os.geteuid() == 0:
         sys.exit("bench: run as an unprivileged user (nsshell needs no root, and root changes what is measured)")
     rounds = args.rounds or (15 if args.quick else 60)

@@ -97,7 +97,7 @@ PS1='L${SHLVL}>'
 HISTFILE=~/.bash_history HISTSIZE=1000 HISTFILESIZE=1000
 case ${NSB_INIT-} in
 eval) eval "$(nsshell init bash)" ;;
-cached) . ~/.cache/nsshell-init.bash ;;
+cached) . "${XDG_CACHE_HOME:-$HOME/.cache}/nsshell/init.bash" 2>/dev/null || eval "$(nsshell init bash)" ;;
 esac
 """
 
@@ -108,7 +108,7 @@ HISTFILE=~/.zsh_history SAVEHIST=1000 HISTSIZE=1000
 autoload -Uz compinit && compinit -u
 case ${NSB_INIT-} in
 (eval) eval "$(nsshell init zsh)" ;;
-(cached) . ~/.cache/nsshell-init.zsh ;;
+(cached) . "${XDG_CACHE_HOME:-$HOME/.cache}/nsshell/init.zsh" 2>/dev/null || eval "$(nsshell init zsh)" ;;
 esac
 """
 
@@ -135,7 +135,7 @@ class Shells:
         (home / ".zshrc").write_text(ZSHRC)
         (home / ".xonshrc").write_text(XONSHRC)
         for kind in ("bash", "zsh"):
-            (home / ".cache" / f"nsshell-init.{kind}").write_text(lab.nsshell("init", kind).stdout)
+            lab.nsshell("init", kind)  # writes the cache the README line sources
         self.open = []
         self.counter = 1000
 
@@ -480,6 +480,64 @@ def bench_enter(shells, rounds, quick):
     return "\n".join(lines) + "\n"
 
 
+RC_LINES = {
+    "none": "",
+    "README line (fresh cache)": ". \"${XDG_CACHE_HOME:-$HOME/.cache}/nsshell/init.{kind}\" 2>/dev/null || eval \"$(nsshell init {kind})\"",
+    "eval \"$(nsshell init SHELL)\"": "eval \"$(nsshell init {kind})\"",
+    "eval \"$(zoxide init SHELL)\"": "eval \"$(zoxide init {kind})\"",
+}
+
+
+def bench_rc_line(lab, rounds):
+    """What one rc line adds to every new interactive shell: `bash -i -c
+    true` / `zsh -i -c true` with each rc, interleaved round by round."""
+    from bench.timing import Sample
+
+    kinds = ("bash", "zsh")
+    lines = ["### 0. The rc line: cost per new interactive shell", "",
+             "`bash -i -c true` with `--rcfile` set to a file holding only that line; `zsh -i -c true` with "
+             "`ZDOTDIR` at a directory whose `.zshrc` holds it. Interleaved round by round; the README line's "
+             "cache was written by an earlier `nsshell init`.", "",
+             "| shell | rc line | median ms | p90 ms | added ms |", "|---|---|---:|---:|---:|"]
+    lab.nsshell("init", "bash")
+    lab.nsshell("init", "zsh")
+    has_zoxide = shutil.which("zoxide") is not None
+    contenders = []
+    for kind in kinds:
+        for label, line in RC_LINES.items():
+            if "zoxide" in label and not has_zoxide:
+                continue
+            rc = lab.root / f"rc-{kind}-{len(contenders)}"
+            rc.mkdir()
+            (rc / ".zshrc").write_text(line.replace("{kind}", kind) + "\n")
+            (rc / "bashrc").write_text(line.replace("{kind}", kind) + "\n")
+            argv = [BASH, "--rcfile", str(rc / "bashrc"), "-i", "-c", "true"] if kind == "bash" else [ZSH, "-i", "-c", "true"]
+            contenders.append((kind, label, argv, {"ZDOTDIR": str(rc)} if kind == "zsh" else {}))
+    devnull = os.open(os.devnull, os.O_RDWR)
+    times = {i: [] for i in range(len(contenders))}
+    try:
+        for r in range(rounds + 3):
+            for i, (kind, label, argv, extra) in enumerate(contenders):
+                env = dict(lab.env, **extra)
+                start = time.perf_counter()
+                pid = os.posix_spawn(argv[0], argv, env, file_actions=[(os.POSIX_SPAWN_DUP2, devnull, 0), (os.POSIX_SPAWN_DUP2, devnull, 1), (os.POSIX_SPAWN_DUP2, devnull, 2)])
+                os.waitpid(pid, 0)
+                if r >= 3:
+                    times[i].append(time.perf_counter() - start)
+    finally:
+        os.close(devnull)
+    base = {}
+    for i, (kind, label, argv, extra) in enumerate(contenders):
+        sample = Sample(label, times[i])
+        if label == "none":
+            base[kind] = sample.median
+        added = "" if label == "none" else f"{(sample.median - base[kind]) * 1000:+.1f}"
+        lines.append(f"| {kind} | {label.replace('SHELL', kind)} | {sample.median * 1000:.2f} | {sample.p90 * 1000:.2f} | {added} |")
+    if not has_zoxide:
+        lines.append("\n(zoxide is not installed: no zoxide row)")
+    return "\n".join(lines) + "\n"
+
+
 def report(lab, rounds, quick):
     missing = [p for p in ("strace",) if not shutil.which(p)]
     if missing or not os.path.exists(XONSH):
@@ -491,6 +549,7 @@ def report(lab, rounds, quick):
     parts = []
     try:
         started = time.monotonic()
+        parts.append(bench_rc_line(lab, rounds))
         parts.append(bench_prompt(shells, max(5, rounds // 4), quick))
         parts.append(bench_completion(shells, max(10, rounds // 2), quick))
         parts.append(bench_enter(shells, max(5, rounds // 4), quick))

@@ -250,7 +250,18 @@ def cmd_doctor(args):
 def _init(shell, cmd, prompt):
     from nsshell import shells
 
-    sys.stdout.write(shells.render_init(shell, cmd=cmd, prompt=prompt))
+    code = shells.render_init(shell, cmd=cmd, prompt=prompt)
+    if shell != "xonsh":
+        # The README's rc line sources this file while it is fresh and runs
+        # us only when it is not: writing it here is what refreshes it.
+        try:
+            shells.write_cache(shell, code, cmd=cmd, prompt=prompt)
+        except OSError as exc:
+            _error(
+                f"cannot save the shell code to {shells.cache_path(shell, cmd, prompt)} ({exc.strerror}); "
+                "every new shell will start nsshell until that directory is writable"
+            )
+    sys.stdout.write(code)
     return 0
 
 
@@ -330,6 +341,24 @@ unsupported, 6 busy, 7 conflict, 8 unsafe runtime dir; run/enter: the command's.
 """
 
 
+VERBS = ("create", "run", "enter", "open", "lock", "list", "status", "ps", "remove", "doctor", "init")
+NAME_HELP = "the vault's name (see 'nsshell list')"
+
+
+def _did_you_mean(word, choices):
+    """'; did you mean X?' for a near miss, else ''."""
+    import difflib
+
+    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    return f"; did you mean '{close[0]}'?" if close else ""
+
+
+def _shell_words(words):
+    import shlex
+
+    return " ".join(map(shlex.quote, words))
+
+
 def _parser():
     import argparse
 
@@ -340,6 +369,12 @@ def _parser():
 
         def error(self, message):
             message = message.replace("\n", "\\n")  # an argument with a newline must not split the line
+            if message.startswith("argument COMMAND: invalid choice: "):
+                word = message.split("'")[1] if message.count("'") >= 2 else ""
+                hint = _did_you_mean(word, VERBS)
+                if hint:
+                    self.exit(USAGE, f"{self.prog}: unknown command '{word}'{hint}\n")
+                message = f"unknown command '{word}'"
             self.exit(USAGE, f"{self.prog}: {message}; see '{self.prog} --help'\n")
 
     parser = Parser(
@@ -349,8 +384,8 @@ def _parser():
     parser.add_argument("--json", action="store_true", help="machine-readable output (list, status, ps, doctor, create)")
     sub = parser.add_subparsers(dest="verb", metavar="COMMAND", parser_class=Parser)
 
-    def verb(name, func, help_text, description=None):
-        p = sub.add_parser(name, help=help_text, description=description or help_text)
+    def verb(name, func, help_text, description=None, **kw):
+        p = sub.add_parser(name, help=help_text, description=description or help_text, **kw)
         p.set_defaults(func=func)
         p.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
         return p
@@ -360,7 +395,7 @@ def _parser():
         p.add_argument("--extpass", metavar="PROGRAM", help="let gocryptfs run PROGRAM to get the passphrase")
 
     p = verb("create", cmd_create, "create a new encrypted vault")
-    p.add_argument("name", help="letters, digits, '.', '_', '-'; at most 64 bytes")
+    p.add_argument("name", metavar="NAME", help="letters, digits, '.', '_', '-'; at most 64 bytes")
     p.add_argument("--passfile", metavar="FILE", help="read the new passphrase from the first line of FILE")
     p.add_argument("--cipher-dir", metavar="DIR", help="where the ciphertext lives (default: $XDG_DATA_HOME/nsshell/vaults/NAME)")
     p.add_argument("--mountpoint", metavar="DIR", help="where sessions see the plaintext (default: ~/Vaults/NAME)")
@@ -371,10 +406,11 @@ def _parser():
         "run one command inside a vault",
         "Run COMMAND inside vault NAME (unlocking it first if needed), in the current directory, "
         "with the terminal passed through. Exits with COMMAND's status.",
+        usage="%(prog)s [-h] [--passfile FILE | --extpass PROGRAM] NAME -- COMMAND [ARG...]",
+        epilog="Everything after '--' is the command, its options included.",
     )
-    p.add_argument("name")
+    p.add_argument("name", metavar="NAME", help=NAME_HELP)
     passphrase_options(p)
-    p.add_argument("command", nargs="*", metavar="-- COMMAND [ARG...]")
 
     p = verb(
         "enter",
@@ -383,38 +419,47 @@ def _parser():
         "Start an interactive shell inside vault NAME, in the current directory with the same "
         "environment. Sets NSSHELL_VAULT and NSSHELL_MOUNTPOINT. 'exit' leaves.",
     )
-    p.add_argument("name")
+    p.add_argument("name", metavar="NAME", help=NAME_HELP)
     passphrase_options(p)
     p.add_argument("--shell", metavar="PATH", help="shell to start (default: $SHELL)")
 
     p = verb("open", cmd_open, "unlock a vault and keep it open with no session, until 'lock'")
-    p.add_argument("name")
+    p.add_argument("name", metavar="NAME", help=NAME_HELP)
     passphrase_options(p)
-    p.add_argument("-q", "--quiet", action="store_true")
+    p.add_argument("-q", "--quiet", action="store_true", help="say nothing when it worked")
 
     p = verb("lock", cmd_lock, "lock a vault (or all of them)")
-    p.add_argument("name", nargs="?")
+    p.add_argument("name", metavar="NAME", nargs="?", help=NAME_HELP)
     p.add_argument("--all", action="store_true", help="lock every open vault")
     p.add_argument("--force", action="store_true", help="end running sessions first (SIGHUP, then SIGKILL)")
 
     verb("list", cmd_list, "list vaults and whether they are open")
 
     p = verb("status", cmd_status, "show details of one vault, or all")
-    p.add_argument("name", nargs="?")
+    p.add_argument("name", metavar="NAME", nargs="?", help="the vault's name (default: every vault)")
 
     p = verb("ps", cmd_ps, "list the processes that can see a vault")
-    p.add_argument("name")
+    p.add_argument("name", metavar="NAME", help=NAME_HELP)
 
     p = verb("remove", cmd_remove, "forget a vault (and with --purge, delete its ciphertext)")
-    p.add_argument("name")
+    p.add_argument("name", metavar="NAME", help=NAME_HELP)
     p.add_argument("--purge", action="store_true", help="also delete the encrypted data, irrevocably")
     p.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation of --purge")
 
     verb("doctor", cmd_doctor, "check that this machine can run vaults, and say how to fix what is missing")
 
-    p = verb("init", cmd_init, "print shell integration code: eval \"$(nsshell init bash)\"")
-    p.add_argument("shell", choices=["bash", "zsh", "xonsh"])
-    p.add_argument("--cmd", default="vault", help="name of the shell function (default: vault)")
+    p = verb(
+        "init",
+        cmd_init,
+        "print shell integration code for your rc file",
+        "Print the code that gives SHELL the 'vault' command, a prompt marker and TAB\n"
+        "completion, and save it (bash, zsh) where the rc line below sources it.",
+        epilog='rc lines:  . "${XDG_CACHE_HOME:-$HOME/.cache}/nsshell/init.bash" 2>/dev/null || eval "$(nsshell init bash)"\n'
+        "          (zsh: the same with zsh; ~/.xonshrc: execx($(nsshell init xonsh), 'exec', __xonsh__.ctx, filename='nsshell'))",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("shell", metavar="SHELL", choices=["bash", "zsh", "xonsh"], help="bash, zsh or xonsh")
+    p.add_argument("--cmd", default="vault", metavar="NAME", help="name of the shell function (default: vault)")
     p.add_argument("--no-prompt", action="store_true", help="leave the prompt alone")
     return parser
 
@@ -426,6 +471,14 @@ def _dispatch(argv):
         # Everything after the first '--' is the command, options included.
         split = argv.index("--")
         argv, command = argv[:split], argv[split + 1 :]
+    if argv and argv[0] == "run" and command is None:
+        args, extra = parser.parse_known_args(argv)
+        if extra:
+            given = argv[: len(argv) - len(extra)] if argv[len(argv) - len(extra) :] == extra else ["run", args.name, "..."]
+            raise NsshellError(
+                f"put the command after '--': nsshell {_shell_words(given)} -- {_shell_words(extra)}", USAGE
+            )
+        command = []
     args = parser.parse_args(argv)
     if command is not None:
         args.command = command

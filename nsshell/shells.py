@@ -66,10 +66,12 @@ def inner_env(shell_path):
 
 
 def executable():
-    """The absolute path that rendered shell code calls nsshell by."""
-    argv0 = sys.argv[0]
-    if os.path.basename(argv0) == "nsshell" and os.path.isabs(argv0):
-        return argv0
+    """The absolute path of the nsshell command (bin/nsshell)."""
+    argv0 = sys.argv[0] if sys.argv else ""
+    if os.path.isabs(argv0) and os.path.basename(argv0) in ("nsshell", "nsshell-python"):
+        launcher = os.path.join(os.path.dirname(argv0), "nsshell")
+        if os.access(launcher, os.X_OK):
+            return launcher
     beside_python = os.path.join(os.path.dirname(sys.executable), "nsshell")
     if os.path.isfile(beside_python) and os.access(beside_python, os.X_OK):
         return beside_python  # python -m nsshell, or nsshell imported by a test
@@ -80,6 +82,23 @@ def executable():
             found = candidate
             break
     return os.path.abspath(found or argv0)
+
+
+def command_words():
+    """The words rendered shell code runs nsshell by.  When this process is
+    bin/nsshell-python started with -S by bin/nsshell and found nsshell
+    without the site module, the same interpreter line again: that skips
+    bin/nsshell's /bin/sh at every `vault` command.  Otherwise the nsshell
+    command's absolute path, so that PATH is not searched either way."""
+    script = sys.argv[0] if sys.argv else ""
+    if (
+        sys.flags.no_site
+        and "site" not in sys.modules
+        and os.path.isabs(script)
+        and os.path.basename(script) == "nsshell-python"
+    ):
+        return [sys.executable, "-S", script]
+    return [executable()]
 
 
 _XONSH_INIT = """\
@@ -120,6 +139,72 @@ def _render_xonsh(cmd, prompt):
     )
 
 
+def template_path(shell):
+    return os.path.join(shell_dir(), shell, f"nsshell.{shell}")
+
+
+def cache_path(shell, cmd="vault", prompt=True):
+    """The file the README's rc line sources; its name follows the options."""
+    from nsshell.paths import cache_dir
+
+    suffix = ("" if cmd == "vault" else f"-{cmd}") + ("" if prompt else "-noprompt")
+    return os.path.join(cache_dir(), f"init{suffix}.{shell}")
+
+
+def rc_line(shell, cmd="vault", prompt=True):
+    """The line for ~/.bashrc or ~/.zshrc: source the cached code while it
+    is fresh, else start nsshell (which writes the cache anew)."""
+    options = ("" if cmd == "vault" else f" --cmd {cmd}") + ("" if prompt else " --no-prompt")
+    name = os.path.basename(cache_path(shell, cmd, prompt))
+    return f'. "${{XDG_CACHE_HOME:-$HOME/.cache}}/nsshell/{name}" 2>/dev/null || eval "$(nsshell init {shell}{options})"'
+
+
+_GUARD = """\
+# Written by `nsshell init {shell}` (nsshell {version}) for this line in your rc file:
+#   {rc_line}
+# Stale as soon as nsshell's own copy of this code is newer than this file
+# (an upgrade) or gone: then `return 1` makes that line fall back to the
+# eval, which writes this file anew.  A freshness check with no process.
+[[ -f {template} && ! {template} -nt {cache} && -x {exe} ]] || return 1
+
+"""
+
+
+def write_cache(shell, code, cmd="vault", prompt=True):
+    """Save code, behind a freshness guard, where rc_line() sources it.
+    Written to a temporary file and renamed, so a shell starting meanwhile
+    sources the old file or the new one, never half of one."""
+    import shlex
+
+    from nsshell import __version__
+
+    path = cache_path(shell, cmd, prompt)
+    directory = os.path.dirname(path)
+    guard = _GUARD.format(
+        shell=shell,
+        version=__version__,
+        rc_line=rc_line(shell, cmd, prompt),
+        template=shlex.quote(template_path(shell)),
+        cache=shlex.quote(path),
+        exe=shlex.quote(command_words()[0]),
+    )
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    temporary = f"{path}.{os.getpid()}.tmp"
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            # The last line tells the rc line's || that sourcing succeeded.
+            f.write(guard + code + "\nreturn 0\n")
+        os.replace(temporary, path)
+    except BaseException:
+        try:
+            os.unlink(temporary)
+        except OSError:
+            pass
+        raise
+    return path
+
+
 def render_init(shell, cmd="vault", prompt=True):
     if shell not in SUPPORTED:
         raise NsshellError(f"unsupported shell {shell!r}; choose one of: {', '.join(SUPPORTED)}", USAGE)
@@ -129,10 +214,10 @@ def render_init(shell, cmd="vault", prompt=True):
         return _render_xonsh(cmd, prompt)
     import shlex
 
-    with open(os.path.join(shell_dir(), shell, f"nsshell.{shell}"), encoding="utf-8") as f:
+    with open(template_path(shell), encoding="utf-8") as f:
         template = f.read()
     return (
-        template.replace("__NSSHELL_EXE__", shlex.quote(executable()))
+        template.replace("__NSSHELL_EXE__", " ".join(map(shlex.quote, command_words())))
         .replace("__NSSHELL_CMD__", cmd)
         .replace("__NSSHELL_PROMPT__", "1" if prompt else "0")
     )

@@ -3,7 +3,7 @@
 # and (when started as root) an unprivileged user to run as, because
 # nsshell's whole point is that it needs no root, and root hides bugs.
 
-NSSHELL_APT_PACKAGES=(gocryptfs fuse3 python3-venv zsh tmux shellcheck util-linux procps strace)
+NSSHELL_APT_PACKAGES=(gocryptfs fuse3 python3-venv zsh tmux shellcheck util-linux procps strace pipx man-db zoxide)
 NSSHELL_REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
 say() {

@@ -1,0 +1,199 @@
+"""Issue 13: a newcomer's first ten minutes.  The `vault` usage in all three
+shells, the CLI's errors and help, nsshell(1), the fast rc line and its
+freshness check, the launcher's -S start, doctor's gocryptfs warning, and a
+real `pipx install` used the way the README says, through a pty."""
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from nsshell import cli, doctor, shells
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _need(program):
+    path = shutil.which(program)
+    if not path:
+        if os.environ.get("NSSHELL_REQUIRE_KERNEL") == "1":
+            pytest.fail(f"{program} is not installed, and NSSHELL_REQUIRE_KERNEL=1 (CI installs it: scripts/lib.sh)")
+        pytest.skip(f"{program} is not installed")
+    return path
+
+
+def _env(home, **extra):
+    env = {"HOME": str(home), "PATH": f"{Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin",
+           "LANG": "C.UTF-8", "TERM": "dumb"}
+    env.update(extra)
+    return env
+
+
+def _cli(*args, home):
+    return subprocess.run([str(Path(sys.executable).parent / "nsshell"), *args], capture_output=True, text=True,
+                          env=_env(home), timeout=60)
+
+
+# --- the vault function's own usage -----------------------------------------------------
+
+
+def _xonsh_usage():
+    sys.path.insert(0, str(REPO))
+    try:
+        import importlib
+
+        module = importlib.import_module("xontrib.nsshell")
+        return module._help_text()
+    finally:
+        sys.path.remove(str(REPO))
+
+
+@pytest.mark.parametrize("shell", ["bash", "zsh"])
+def test_vault_usage_is_its_own_and_the_same_in_every_shell(tmp_path, shell):
+    _need(shell)
+    init = tmp_path / "init"
+    init.write_text(shells.render_init(shell))
+    argv = [shell, "--norc", "-c"] if shell == "bash" else [shell, "-f", "-c"]
+    bare = subprocess.run(argv + [f". {init}; vault"], capture_output=True, text=True, env=_env(tmp_path), timeout=30)
+    helped = subprocess.run(argv + [f". {init}; vault help"], capture_output=True, text=True, env=_env(tmp_path),
+                            timeout=30)
+    assert bare.returncode == 2 and bare.stdout == ""
+    assert helped.returncode == 0 and helped.stderr == ""
+    assert bare.stderr == helped.stdout == _xonsh_usage()
+    assert helped.stdout.startswith("usage: vault COMMAND") and "leave" in helped.stdout
+    assert "usage: nsshell" not in helped.stdout
+
+
+# --- errors and help ---------------------------------------------------------------------
+
+
+def test_mistyped_command_gets_did_you_mean(tmp_path):
+    result = _cli("lsit", home=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr == "nsshell: unknown command 'lsit'; did you mean 'list'?\n"
+
+
+def test_run_without_dashdash_says_where_the_command_goes(tmp_path):
+    result = _cli("run", "v", "--passfile", "-", "echo", "hi", home=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr == "nsshell: put the command after '--': nsshell run v --passfile - -- echo hi\n"
+
+
+def test_subcommand_help_explains_positionals(tmp_path):
+    run = _cli("run", "--help", home=tmp_path).stdout
+    assert "NAME -- COMMAND [ARG...]" in run.splitlines()[0]
+    assert "NAME               the vault's name" in run
+    for verb in ("enter", "open", "ps", "remove", "create", "init"):
+        text = _cli(verb, "--help", home=tmp_path).stdout
+        positionals = text.split("positional arguments:\n")[1].split("\n\n")[0]
+        assert all(len(line.split(None, 1)) == 2 for line in positionals.splitlines()), text
+
+
+def test_man_page_is_generated_from_the_parser_and_current():
+    from nsshell import manpage
+
+    shipped = (REPO / "share" / "man" / "man1" / "nsshell.1").read_text()
+    assert shipped == manpage.render(), "regenerate: python -m nsshell.manpage > share/man/man1/nsshell.1"
+    for verb in cli.VERBS:
+        assert f".SS {verb}\n" in shipped
+    if shutil.which("man"):
+        out = subprocess.run(["man", "-l", "-Tutf8", "-Z", str(REPO / "share/man/man1/nsshell.1")],
+                             capture_output=True, text=True, env={"LANG": "C.UTF-8", "PATH": "/usr/bin:/bin"})
+        assert out.returncode == 0 and out.stderr == ""
+
+
+# --- the rc line: a file while it is fresh, Python only when it is not ----------------------
+
+
+@pytest.mark.parametrize("shell", ["bash", "zsh"])
+def test_rc_line_sources_the_cache_and_refreshes_it_when_stale(tmp_path, shell):
+    _need(shell)
+    home = tmp_path / "h"
+    home.mkdir()
+    log = tmp_path / "runs"
+    # An nsshell on PATH that logs each start, then runs the real one.
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    real = Path(sys.executable).parent / "nsshell"
+    (bindir / "nsshell").write_text(f'#!/bin/sh\necho run >> {log}\nexec {real} "$@"\n')
+    (bindir / "nsshell").chmod(0o755)
+    env = _env(home, PATH=f"{bindir}:/usr/local/bin:/usr/bin:/bin")
+    line = shells.rc_line(shell)
+    argv = [shell, "--norc", "-c"] if shell == "bash" else [shell, "-f", "-c"]
+    check = f"{line}\ntype __nsshell_enter >/dev/null && echo loaded"
+
+    def start():
+        result = subprocess.run(argv + [check], capture_output=True, text=True, env=env, timeout=60)
+        assert (result.stdout, result.stderr) == ("loaded\n", "")
+        return log.read_text().count("run") if log.exists() else 0
+
+    assert start() == 1  # no cache yet: the eval ran nsshell, which wrote the cache
+    cache = home / ".cache" / "nsshell" / f"init.{shell}"
+    assert cache.is_file() and (cache.stat().st_mode & 0o777) == 0o600
+    assert start() == 1 and start() == 1  # fresh: sourced, no nsshell started
+    # An upgrade: nsshell's own copy is newer than the cache.
+    old = time.time() - 3600
+    os.utime(cache, (old, old))
+    assert start() == 2  # stale: the eval ran again...
+    assert cache.stat().st_mtime > old + 60  # ...and wrote the file anew
+    assert start() == 2
+
+
+def test_rc_line_in_the_readme_is_the_one_nsshell_writes_for():
+    readme = (REPO / "README.md").read_text()
+    for shell in ("bash", "zsh"):
+        assert shells.rc_line(shell) in readme
+
+
+# --- the launcher: -S where it is safe, site otherwise --------------------------------------
+
+
+def test_launcher_starts_python_without_site_and_falls_back(tmp_path):
+    """bin/nsshell reads the interpreter from bin/nsshell-python's first line
+    and starts it with -S; nsshell-python adds a venv's site-packages, or
+    runs site.main() when nsshell is not there (this editable install)."""
+    exe = Path(sys.executable).parent / "nsshell"
+    result = subprocess.run([str(exe), "init", "bash"], capture_output=True, text=True, env=_env(tmp_path),
+                            timeout=60)
+    assert result.returncode == 0 and "__nsshell_enter" in result.stdout
+    # A venv layout with nsshell in its own site-packages: no site module.
+    venv = tmp_path / "venv"
+    lib = venv / "lib" / ("python%d.%d" % sys.version_info[:2]) / "site-packages"
+    lib.mkdir(parents=True)
+    (venv / "pyvenv.cfg").write_text(f"home = {Path(sys.base_prefix) / 'bin'}\n")
+    shutil.copytree(REPO / "nsshell", lib / "nsshell")
+    shutil.copytree(REPO / "shell", lib / "nsshell" / "shell")  # as the wheel ships it
+    (venv / "bin").mkdir()
+    base_python = Path(sys.base_prefix) / "bin" / ("python%d.%d" % sys.version_info[:2])
+    os.symlink(base_python, venv / "bin" / "python3")
+    script = (REPO / "bin" / "nsshell-python").read_text().replace("#!python", f"#!{venv / 'bin' / 'python3'}", 1)
+    (venv / "bin" / "nsshell-python").write_text(script)
+    shutil.copy(REPO / "bin" / "nsshell", venv / "bin" / "nsshell")
+    for name in ("nsshell", "nsshell-python"):
+        (venv / "bin" / name).chmod(0o755)
+    probe = subprocess.run([str(venv / "bin" / "nsshell"), "init", "bash"], capture_output=True, text=True,
+                           env=_env(tmp_path), timeout=60)
+    assert probe.returncode == 0, probe.stderr
+    # The rendered code calls nsshell the same fast way.
+    assert f"{venv / 'bin' / 'python3'} -S {venv / 'bin' / 'nsshell-python'}" in probe.stdout
+
+
+# --- doctor ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("version, status", [("v2.3", "warn"), ("v2.3.2", "warn"), ("v2.4.0", "ok"), ("v2.5", "ok")])
+def test_doctor_warns_about_the_hardlink_size_bug(monkeypatch, tmp_path, version, status):
+    fake = tmp_path / "gocryptfs"
+    fake.write_text(f"#!/bin/sh\necho 'gocryptfs {version}; go-fuse v2.2.0; 2023-01-01 go1.19 linux/amd64'\n")
+    fake.chmod(0o755)
+    from nsshell.backend import BACKEND
+
+    monkeypatch.setattr(BACKEND, "binary", lambda: str(fake))
+    check = doctor.check_gocryptfs()
+    assert check.status == status
+    if status == "warn":
+        assert "git clone --no-hardlinks" in check.fix and "#724" in check.detail
