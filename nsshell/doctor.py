@@ -46,7 +46,19 @@ def check_gocryptfs():
     major_minor = tuple(int("".join(ch for ch in x if ch.isdigit()) or 0) for x in version.lstrip("v").split(".")[:2])
     if major_minor and major_minor < (2, 0):
         return Check("gocryptfs", "fail", f"{version} at {binary} is too old", "install gocryptfs 2.0 or newer")
+    if major_minor and major_minor < HARDLINK_SIZE_FIXED:
+        return Check(
+            "gocryptfs", "warn",
+            f"{version} at {binary} reports a wrong file size for about a second after `ln` "
+            "(rfjakob/gocryptfs#724), so `git clone` of a local repository inside a vault fails with "
+            "'hardlink different from source'",
+            "inside a vault use `git clone --no-hardlinks`, or install gocryptfs 2.4 or newer",
+        )
     return Check("gocryptfs", "ok", f"{version} at {binary}")
+
+
+# gocryptfs 2.4.0 fixed the stale size after a hard link (rfjakob/gocryptfs#724).
+HARDLINK_SIZE_FIXED = (2, 4)
 
 
 def check_fuse_device():

@@ -61,26 +61,29 @@ VERBS = {
 _TAKES_NAME = {"enter", "run", "open", "lock", "status", "ps", "remove"}
 _TAKES_VALUE = {"--passfile", "--extpass", "--shell", "--cipher-dir", "--mountpoint"}
 
+# The same text as `vault help` in bash and zsh (tests/test_newcomer.py).
 HELP = """\
-usage: {cmd} VERB [ARGS...]
+usage: {cmd} COMMAND [ARGS...]
 
-Encrypted directories that only the sessions you start in them can see.
-
-verbs:
-{verbs}
-  help     this text
-
-Inside a vault the prompt shows [vault:NAME] (set $NSSHELL_PROMPT = "0" to
-leave $PROMPT alone; place {{vault}} or {{nsshell_vault}} yourself).
-Exit codes are nsshell's: 0 ok, 1 error, 2 usage, 3 unknown vault,
-4 passphrase, 5 unsupported, 6 busy, 7 conflict, 8 unsafe runtime dir;
-enter and run exit with the shell's or command's status.
-More: nsshell --help
+  enter NAME               start a shell inside vault NAME ('{cmd} leave' returns)
+  leave                    leave the shell that '{cmd} enter' started
+  run NAME -- COMMAND...   run one command inside vault NAME
+  list                     the vaults, and whether they are open
+  open, lock, status, ps, create, remove, doctor
+                           as 'nsshell COMMAND' (see 'nsshell COMMAND --help')
+  help                     this text
 """
 
 
 def _help_text():
-    return HELP.format(cmd=ALIAS, verbs="\n".join(f"  {verb:<8} {text}" for verb, (text, _) in VERBS.items()))
+    return HELP.format(cmd=ALIAS)
+
+
+def _did_you_mean(word):
+    import difflib
+
+    close = difflib.get_close_matches(word, [*VERBS, "help"], n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 def _enabled(value):
@@ -97,6 +100,8 @@ class _Integration:
         self.prompt_added = None  # the $PROMPT value we produced, if we changed it
         self.handlers = []  # (event, handler)
         self.history_warned = False
+        self.messages = []  # texts for say(), by number (see message())
+        self.said = 0  # how many were dropped from the front of messages
 
     # --- the nsshell executable and this xonsh -----------------------------------------
 
@@ -130,14 +135,25 @@ class _Integration:
 
     # --- the vault alias ----------------------------------------------------------------
 
+    def message(self, code, where, text):
+        """The command that prints text and returns code: see say()."""
+        self.messages.append(text)
+        if len(self.messages) > 16:  # a few pending ones are plenty
+            self.said += len(self.messages) - 16
+            del self.messages[:-16]
+        return [_SAY_ALIAS, str(code), where, str(self.said + len(self.messages) - 1)]
+
     def say(self, args, stdin=None, stdout=None, stderr=None):
-        """_nsshell_vault_say CODE out|err TEXT: print TEXT, return CODE.
+        """_nsshell_vault_say CODE out|err ID: print message ID, return CODE.
 
         The vault alias returns a command (so nsshell runs as a normal
         foreground job); messages of its own go through this helper, so they
         are printed when the command runs, can be redirected, and carry an
-        exit status."""
-        code, where, text = args[0], args[1], args[2]
+        exit status.  The text itself stays here: as an argument of the
+        returned command xonsh would expand $NAMES and {fields} in it."""
+        code, where, key = args[0], args[1], int(args[2])
+        index = key - self.said
+        text = self.messages[index] if 0 <= index < len(self.messages) else ""
         stream = (stdout or sys.stdout) if where == "out" else (stderr or sys.stderr)
         stream.write(text if text.endswith("\n") else text + "\n")
         stream.flush()
@@ -149,14 +165,14 @@ class _Integration:
         # xonsh's alias completer calls it with no arguments.
         args = list(args)
         if not args:
-            return [_SAY_ALIAS, "2", "err", _help_text()]
+            return self.message(2, "err", _help_text())
         verb, rest = args[0], args[1:]
         if verb in ("help", "-h", "--help"):
-            return [_SAY_ALIAS, "0", "out", _help_text()]
+            return self.message(0, "out", _help_text())
         if verb == "leave":
             return self.leave()
         if verb not in VERBS:
-            return [_SAY_ALIAS, "2", "err", f"{ALIAS}: unknown verb {verb!r}; see '{ALIAS} help'"]
+            return self.message(2, "err", f"{ALIAS}: unknown command {verb!r}{_did_you_mean(verb)}; see '{ALIAS} help'")
         if verb == "enter":
             if rest and not rest[0].startswith("-") and "--shell" not in rest:
                 rest = rest + ["--shell", self.this_xonsh()]
@@ -167,16 +183,15 @@ class _Integration:
         env = self.xsh.env
         name = env.get("NSSHELL_VAULT")
         if not name:
-            return [_SAY_ALIAS, "1", "err", "vault leave: this shell is not inside a vault"]
+            return self.message(1, "err", f"{ALIAS} leave: this shell is not inside a vault")
         if str(env.get("NSSHELL_SHELL_PID", "")) != str(os.getpid()):
-            return [
-                _SAY_ALIAS,
-                "1",
+            return self.message(
+                1,
                 "err",
-                f"vault leave: this xonsh (pid {os.getpid()}) was not started by 'vault enter'; it runs inside "
+                f"{ALIAS} leave: this xonsh (pid {os.getpid()}) was not started by 'vault enter'; it runs inside "
                 f"vault {name} in another shell (pid {env.get('NSSHELL_SHELL_PID') or 'unknown'}). "
                 "Type 'exit' to end this one first.",
-            ]
+            )
         return ["exit"]
 
     def flush_history(self):
@@ -198,8 +213,8 @@ class _Integration:
         return name if name and _NAME_RE.match(name) else None
 
     def segment_field(self):
-        """{vault}: '[vault:NAME] ' inside a vault (marked gone if its
-        mount is no longer there), else None.  Starts no process: one
+        """{vault}: '[vault:NAME] ' inside a vault ('[vault:NAME locked] '
+        if its mount is no longer there, as in bash and zsh), else None.  Starts no process: one
         environment lookup and, inside a vault, two stat calls."""
         env = self.xsh.env
         name = env.get("NSSHELL_VAULT")
@@ -209,7 +224,7 @@ class _Integration:
             name = "?"
         mountpoint = env.get("NSSHELL_MOUNTPOINT")
         gone = not (mountpoint and os.path.ismount(mountpoint))
-        text = f"[vault:{name}{' gone' if gone else ''}]"
+        text = f"[vault:{name}{' locked' if gone else ''}]"
         if env.get("NO_COLOR"):
             return text + " "
         colour = "{BOLD_RED}" if gone else "{BOLD_YELLOW}"

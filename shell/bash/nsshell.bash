@@ -20,6 +20,14 @@ __nsshell_prompt=__NSSHELL_PROMPT__
 \builtin unalias __NSSHELL_CMD__ &>/dev/null || \builtin true
 function __NSSHELL_CMD__ {
     case ${1-} in
+    '')
+        __nsshell_usage >&2
+        return 2
+        ;;
+    help | -h | --help)
+        __nsshell_usage
+        return 0
+        ;;
     enter)
         \builtin shift
         __nsshell_enter "$@"
@@ -30,6 +38,20 @@ function __NSSHELL_CMD__ {
         ;;
     *) \command __NSSHELL_EXE__ "$@" ;;
     esac
+}
+
+# The same text as `vault help` in zsh and xonsh (tests/test_newcomer.py).
+function __nsshell_usage {
+    \builtin printf '%s\n' \
+        "usage: ${__nsshell_cmd} COMMAND [ARGS...]" \
+        "" \
+        "  enter NAME               start a shell inside vault NAME ('${__nsshell_cmd} leave' returns)" \
+        "  leave                    leave the shell that '${__nsshell_cmd} enter' started" \
+        "  run NAME -- COMMAND...   run one command inside vault NAME" \
+        "  list                     the vaults, and whether they are open" \
+        "  open, lock, status, ps, create, remove, doctor" \
+        "                           as 'nsshell COMMAND' (see 'nsshell COMMAND --help')" \
+        "  help                     this text"
 }
 
 function __nsshell_enter {
@@ -257,7 +279,7 @@ function __nsshell_complete {
             __nsshell_add "${cur}" --help --version --json
         else
             __nsshell_add "${cur}" create enter run open lock list status ps remove doctor init
-            if [[ ${COMP_WORDS[0]} == "${__nsshell_cmd}" ]]; then __nsshell_add "${cur}" leave; fi
+            if [[ ${COMP_WORDS[0]} == "${__nsshell_cmd}" ]]; then __nsshell_add "${cur}" leave help; fi
         fi
         return 0
     fi

@@ -19,10 +19,26 @@ typeset -ga precmd_functions  # keeps its value; makes it exist under nounset
 builtin unalias __NSSHELL_CMD__ &>/dev/null || builtin true
 function __NSSHELL_CMD__ {
     case ${1-} in
+    ('') __nsshell_usage >&2; return 2 ;;
+    (help|-h|--help) __nsshell_usage ;;
     (enter) builtin shift; __nsshell_enter "$@" ;;
     (leave) builtin shift; __nsshell_leave "$@" ;;
     (*) command __NSSHELL_EXE__ "$@" ;;
     esac
+}
+
+# The same text as `vault help` in bash and xonsh (tests/test_newcomer.py).
+function __nsshell_usage {
+    builtin print -rl -- \
+        "usage: $__nsshell_cmd COMMAND [ARGS...]" \
+        "" \
+        "  enter NAME               start a shell inside vault NAME ('$__nsshell_cmd leave' returns)" \
+        "  leave                    leave the shell that '$__nsshell_cmd enter' started" \
+        "  run NAME -- COMMAND...   run one command inside vault NAME" \
+        "  list                     the vaults, and whether they are open" \
+        "  open, lock, status, ps, create, remove, doctor" \
+        "                           as 'nsshell COMMAND' (see 'nsshell COMMAND --help')" \
+        "  help                     this text"
 }
 
 function __nsshell_enter {
@@ -217,7 +233,7 @@ function __nsshell_complete {
             'doctor:check that this machine can run vaults'
             'init:print shell integration code'
         )
-        [[ ${words[1]} == $__nsshell_cmd ]] && verbs+=('leave:leave the vault this shell is in')
+        [[ ${words[1]} == $__nsshell_cmd ]] && verbs+=('leave:leave the vault this shell is in' 'help:what the vault command does')
         _describe -t commands 'nsshell command' verbs
         return
     fi
@@ -281,7 +297,7 @@ function __nsshell_compctl {
     read -cn n
     if (( n == 2 )); then
         reply=(create enter run open lock list status ps remove doctor init)
-        [[ ${line[1]} == $__nsshell_cmd ]] && reply+=(leave)
+        [[ ${line[1]} == $__nsshell_cmd ]] && reply+=(leave help)
     elif (( n == 3 )) && [[ ${line[2]} == (enter|run|open|lock|ps|remove|status) ]]; then
         __nsshell_names
     elif (( n == 3 )) && [[ ${line[2]} == init ]]; then

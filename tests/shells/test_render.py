@@ -363,7 +363,7 @@ comp() {
 """
 
 BASH_COMPLETIONS = [
-    (["vault", ""], "create,enter,run,open,lock,list,status,ps,remove,doctor,init,leave,"),
+    (["vault", ""], "create,enter,run,open,lock,list,status,ps,remove,doctor,init,leave,help,"),
     (["nsshell", ""], "create,enter,run,open,lock,list,status,ps,remove,doctor,init,"),
     (["vault", "e"], "enter,"),
     (["vault", "enter", "t"], "taxes,tools,"),
