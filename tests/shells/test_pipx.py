@@ -8,6 +8,7 @@ scripts/test's own venv is built from; the install runs once per session."""
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,7 @@ from .driver import Shell
 pytestmark = pytest.mark.shells
 
 REPO = Path(__file__).resolve().parents[2]
-XONSH = Path(os.environ.get("VIRTUAL_ENV", "")) / "bin" / "xonsh"
+XONSH = Path(sys.executable).parent / "xonsh"
 
 
 def _need(program):
@@ -78,13 +79,17 @@ def test_pipx_install_and_the_readme_rc_line(pipx_world, kind):
         prompt = r"L1>"
     try:
         shell.expect(prompt, timeout=60)
-        out = shell.run("vault help", prompt)
-        assert "usage: vault COMMAND [ARGS...]" in out and "  help                     this text" in out
-        assert "{" not in out and "$" not in out  # nothing expanded into the text (xonsh)
-        out = shell.run("vault list", prompt)
-        assert "no vaults yet" in out
-        out = shell.run("vault lsit", prompt)
-        assert "did you mean 'list'?" in out
+        # Wait for the output itself: prompt_toolkit redraws the prompt as it echoes.
+        shell.send("vault help\r")
+        shell.expect(r"usage: vault COMMAND \[ARGS\.\.\.\]")
+        start = shell.pos
+        shell.expect(r"  help +this text")
+        assert "{" not in shell.since(start) and "$" not in shell.since(start)  # nothing expanded (xonsh)
+        shell.send("vault list\r")
+        shell.expect(r"no vaults yet")
+        shell.send("vault lsit\r")
+        shell.expect(r"did you mean 'list'\?")
+        shell.expect(prompt)
     finally:
         shell.close()
     if kind != "xonsh":
