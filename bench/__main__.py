@@ -44,6 +44,9 @@ class Lab:
         self.passfile = self.root / "pass"
         self.passfile.write_text(PASSPHRASE + "\n")
         self.exe = os.environ.get("NSB_EXE") or str(Path(sys.executable).parent / "nsshell")
+        # Another nsshell (e.g. main's), measured as an extra contender in
+        # the same tables, interleaved: before and after in one run.
+        self.before = os.environ.get("NSB_BEFORE") or None
         if not os.path.exists(self.exe):
             sys.exit("bench: nsshell is not installed next to this Python; run it from the project's venv")
         self.env = {
@@ -51,7 +54,8 @@ class Lab:
             "XDG_RUNTIME_DIR": str(self.runtime),
             "XDG_CONFIG_HOME": str(self.home / ".config"),
             "XDG_DATA_HOME": str(self.home / ".local/share"),
-            "PATH": f"{Path(self.exe).parent}:/usr/local/bin:/usr/bin:/bin",
+            # The measured nsshell first, then this venv's (xonsh lives there).
+            "PATH": f"{Path(self.exe).parent}:{Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin",
             "LANG": "C.UTF-8",
         }
         self.seed_dir = self.root / "seed"
@@ -163,9 +167,11 @@ def bench_run(lab, rounds):
     lab.open("v")
     seed_pid = lab.seed_mount()
     python = sys.executable
+    before = [("nsshell run v -- true (before)", [lab.before, "run", "v", "--", "true"])] if lab.before else []
     samples = compare(
         [
             ("nsshell run v -- true", [lab.exe, "run", "v", "--", "true"]),
+            *before,
             ("nsrunenter true (seed)", ["/bin/bash", str(SEED), "true"]),
             ("nsenter -U -m -t PID true", ["/usr/bin/nsenter", "--preserve-credentials", "-U", "-m", "-t", str(seed_pid), "/bin/true"]),
             ("python -c pass", [python, "-c", "pass"]),
@@ -208,9 +214,14 @@ def bench_unlock(lab, rounds):
                     break
                 time.sleep(0.01)
 
+    before = []
+    if lab.before:
+        before = [("nsshell run v --passfile F -- true (locked, before)",
+                   [lab.before, "run", "v", "--passfile", str(lab.passfile), "--", "true"])]
     samples = compare(
         [
             ("nsshell run v --passfile F -- true (locked)", [lab.exe, "run", "v", "--passfile", str(lab.passfile), "--", "true"]),
+            *before,
             ("unshare -Umc sh -c 'gocryptfs … && true; umount'", ["/usr/bin/unshare", "--keep-caps", "-Umc", "/bin/sh", "-c", raw_script]),
         ],
         max(3, rounds // 3),
@@ -403,9 +414,13 @@ def main(argv=None):
     parser.add_argument("--write", metavar="FILE", help="also write the report to FILE (markdown)")
     parser.add_argument("--exe", metavar="PATH", help="the nsshell command to measure (default: this venv's); "
                         "e.g. a pipx install's, which starts without site where an editable install cannot")
+    parser.add_argument("--before", metavar="PATH", help="another nsshell command (e.g. an install of main) measured "
+                        "next to --exe, interleaved in the same tables")
     args = parser.parse_args(argv)
     if args.exe:
         os.environ["NSB_EXE"] = os.path.abspath(args.exe)
+    if args.before:
+        os.environ["NSB_BEFORE"] = os.path.abspath(args.before)
     if os.geteuid() == 0:
         sys.exit("bench: run as an unprivileged user (nsshell needs no root, and root changes what is measured)")
     rounds = args.rounds or (15 if args.quick else 60)

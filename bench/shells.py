@@ -441,14 +441,17 @@ def bench_enter(shells, rounds, quick):
     for kind, inits in plan.items():
         n = rounds if kind != "xonsh" else max(3, rounds // 3)
         outer = shells.start(kind, "outside", "cached")
-        times = {(init, what): [] for init in inits for what in ("plain", "enter")}
+        contenders = ("plain", "enter", "before") if lab.before else ("plain", "enter")
+        times = {(init, what): [] for init in inits for what in contenders}
+        commands = {"plain": f"{kind} -i", "enter": f"vault enter {VAULT}",
+                    "before": f"{lab.before} enter {VAULT} --shell {PATHS[kind]}"}
         for r in range(n + 1):  # round 0 warms caches
             for init in inits:
                 if kind != "xonsh":
                     shells.sync(kind, outer, f"export NSB_INIT={init}\r")
-                order = ("plain", "enter") if r % 2 == 0 else ("enter", "plain")
+                order = contenders[r % len(contenders):] + contenders[:r % len(contenders)]
                 for what in order:
-                    command = f"{kind} -i" if what == "plain" else f"vault enter {VAULT}"
+                    command = commands[what]
                     start = time.perf_counter()
                     outer.send(command + "\r")
                     done, _ = outer.expect(r"L2>")
@@ -468,14 +471,18 @@ def bench_enter(shells, rounds, quick):
         "`eval \"$(nsshell init SHELL)\"` (a Python start per shell); rc `cached`: it sources the saved output. "
         "xonsh's rc runs `xontrib load nsshell` (in-process, no extra Python start).",
         "",
-        "| shell | rc | `SHELL -i` ms | `vault enter shv` ms | overhead ms |",
-        "|---|---|---:|---:|---:|",
+        "| shell | rc | `SHELL -i` ms | `vault enter shv` ms | overhead ms |" + (" before: `nsshell enter shv` ms | overhead ms |" if lab.before else ""),
+        "|---|---|---:|---:|---:|" + ("---:|---:|" if lab.before else ""),
     ]
     for kind, times in results.items():
         for init in plan[kind]:
             plain = med(times[(init, "plain")]) * 1000
             enter = med(times[(init, "enter")]) * 1000
-            lines.append(f"| {kind} | {init} | {plain:.1f} | {enter:.1f} | {enter - plain:+.1f} |")
+            row = f"| {kind} | {init} | {plain:.1f} | {enter:.1f} | {enter - plain:+.1f} |"
+            if lab.before:
+                before = med(times[(init, "before")]) * 1000
+                row += f" {before:.1f} | {before - plain:+.1f} |"
+            lines.append(row)
     lines.append("")
     return "\n".join(lines) + "\n"
 
@@ -513,6 +520,14 @@ def bench_rc_line(lab, rounds):
             (rc / "bashrc").write_text(line.replace("{kind}", kind) + "\n")
             argv = [BASH, "--rcfile", str(rc / "bashrc"), "-i", "-c", "true"] if kind == "bash" else [ZSH, "-i", "-c", "true"]
             contenders.append((kind, label, argv, {"ZDOTDIR": str(rc)} if kind == "zsh" else {}))
+        if lab.before:
+            rc = lab.root / f"rc-{kind}-{len(contenders)}"
+            rc.mkdir()
+            line = f'eval "$({lab.before} init {kind})"'
+            (rc / ".zshrc").write_text(line + "\n")
+            (rc / "bashrc").write_text(line + "\n")
+            argv = [BASH, "--rcfile", str(rc / "bashrc"), "-i", "-c", "true"] if kind == "bash" else [ZSH, "-i", "-c", "true"]
+            contenders.append((kind, "before: eval \"$(nsshell init SHELL)\"", argv, {"ZDOTDIR": str(rc)} if kind == "zsh" else {}))
     devnull = os.open(os.devnull, os.O_RDWR)
     times = {i: [] for i in range(len(contenders))}
     try:

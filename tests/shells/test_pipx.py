@@ -111,3 +111,28 @@ def test_man_finds_the_page_beside_the_bin_directory(pipx_world):
     found = subprocess.run(["man", "-w", "nsshell"], capture_output=True, text=True,
                            env=dict(env, PATH=f"{venv / 'bin'}:/usr/bin:/bin"))
     assert found.stdout.strip() == str(page), found.stderr
+
+
+def test_pipx_nsshell_creates_unlocks_runs_and_locks(pipx_world):
+    """The installed command end to end: the client starts without site (a
+    venv), and the holder it starts finds nsshell too."""
+    root, env = pipx_world
+    runtime = root / "run"
+    runtime.mkdir(mode=0o700, exist_ok=True)
+    env = dict(env, XDG_RUNTIME_DIR=str(runtime))
+    passfile = root / "pass"
+    passfile.write_text("pipx test passphrase\n")
+    nsshell = str(root / "bin" / "nsshell")
+
+    def run(*args):
+        return subprocess.run([nsshell, *args], env=env, capture_output=True, text=True, timeout=120, cwd=root)
+
+    assert run("create", "px", "--passfile", str(passfile)).returncode == 0
+    opened = run("open", "px", "--passfile", str(passfile), "-q")  # starts a holder
+    assert opened.returncode == 0, opened.stderr
+    first = run("run", "px", "--", "sh", "-c", "echo in:$NSSHELL_VAULT > ~/Vaults/px/f; cat ~/Vaults/px/f")
+    assert (first.returncode, first.stdout) == (0, "in:px\n"), first.stderr
+    again = run("run", "px", "--", "cat", str(root / "h" / "Vaults" / "px" / "f"))
+    assert (again.returncode, again.stdout) == (0, "in:px\n"), again.stderr
+    assert not (root / "h" / "Vaults" / "px" / "f").exists()  # outside the vault: empty
+    assert run("lock", "px").returncode == 0
