@@ -197,3 +197,28 @@ def test_doctor_warns_about_the_hardlink_size_bug(monkeypatch, tmp_path, version
     assert check.status == status
     if status == "warn":
         assert "git clone --no-hardlinks" in check.fix and "#724" in check.detail
+
+
+def test_launcher_and_cleanup_script_are_shellcheck_clean():
+    checker = shutil.which("shellcheck") or str(Path(sys.executable).parent / "shellcheck")
+    if not os.access(checker, os.X_OK):
+        _need("shellcheck")
+    result = subprocess.run([checker, "--norc", "-x", "bin/nsshell", "scripts/cleanup"], cwd=REPO,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("shell", ["bash", "zsh"])
+def test_cached_file_with_its_guard_sources_silently_in_a_strict_shell(tmp_path, shell):
+    _need(shell)
+    home = tmp_path / "h"
+    home.mkdir()
+    result = subprocess.run([str(Path(sys.executable).parent / "nsshell"), "init", shell], capture_output=True,
+                            text=True, env=_env(home), timeout=60)
+    assert result.returncode == 0
+    cache = home / ".cache" / "nsshell" / f"init.{shell}"
+    argv = [shell, "--norc", "--noprofile", "-euo", "pipefail", "-c"] if shell == "bash" else \
+        [shell, "-f", "-euo", "pipefail", "-c"]
+    sourced = subprocess.run(argv + [f". {cache} && type __nsshell_enter >/dev/null && echo ok"],
+                             capture_output=True, text=True, env=_env(home), timeout=30)
+    assert (sourced.stdout, sourced.stderr) == ("ok\n", "")
