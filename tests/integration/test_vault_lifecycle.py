@@ -316,7 +316,8 @@ def test_lock_all_and_open_twice(vault):
 def test_doctor_reports_this_machine(world):
     result = world.run("doctor", "--json")
     checks = {c["title"]: c for c in json.loads(result.stdout)}
-    assert checks["gocryptfs"]["status"] == "ok"
+    # gocryptfs before 2.4 (Debian 12's 2.3) works, with a warning about #724.
+    assert checks["gocryptfs"]["status"] == "ok" or "#724" in checks["gocryptfs"]["detail"]
     assert checks["user namespaces + FUSE"]["status"] == "ok"
     assert result.returncode == 0
 
