@@ -18,6 +18,12 @@ Control protocol (one line each way, on a unix stream socket, same uid only):
   HOLD            -> "OK": stay open with no session until LOCK
   LOCK [force]    -> "OK" and the vault locks | "ERR 6 ..." while sessions run
 
+The keeper never blocks on a client: connections are read through its poller,
+and one that has not sent its line within REQUEST_DEADLINE is dropped.  Two
+signals reach it when the socket cannot (they need only the same uid):
+  SIGUSR1 (RECREATE_SOCKET_SIGNAL) -> re-create the socket file if it is gone or replaced
+  SIGTERM (LOCK_SIGNAL)            -> lock now, ending sessions (like "LOCK force")
+
 The passphrase is never read here: the client hands us the read end of a
 pipe that already holds it, and it becomes gocryptfs's stdin.
 """
@@ -46,10 +52,35 @@ END_SESSIONS_GRACE = 3.0  # seconds between SIGHUP and SIGKILL when sessions are
 BACKEND_EXIT_GRACE = 5.0  # seconds the backend gets to exit by itself after the unmount
 READY_TIMEOUT = 120.0  # scrypt is slow on purpose; a hung backend is not
 FIRST_READ_TIMEOUT = 20.0  # a serving gocryptfs answers the keeper's first read in milliseconds
+REQUEST_DEADLINE = 2.0  # seconds a client has, from connecting, to send its one request line
+REQUEST_LIMIT = 256  # bytes of a request line; longer ones are answered as they stand
+MAX_PENDING = 64  # connections still sending their line; beyond this the oldest is dropped
+SOCKET_CHECK_INTERVAL = 1.0  # seconds between checks that the socket file is still ours
+RECREATE_SOCKET_SIGNAL = signal.SIGUSR1
+LOCK_SIGNAL = signal.SIGTERM
+KEEPER_BUG_EXIT = 70  # the keeper locked after an unexpected error: the supervisor keeps the log
 
 
 def _line(text):
     return (text.replace("\n", " ") + "\n").encode()
+
+
+def log(message):
+    """One line to our stderr, which is the vault's log (see main)."""
+    try:
+        os.write(2, f"nsshell-keeper[{os.getpid()}]: {message}\n".encode(errors="replace"))
+    except OSError:
+        pass
+
+
+def log_exception(what):
+    import traceback  # only on this rare path
+
+    log(f"{what}\n{traceback.format_exc().rstrip()}")
+
+
+def _ignore_signal(signum, frame):
+    """Installed so that a signal does not kill us; the wakeup fd carries it to the loop."""
 
 
 class Poller:
@@ -66,13 +97,37 @@ class Poller:
         self._registered[fd] = (fileobj, data)
 
     def unregister(self, fileobj):
+        """Stop watching fileobj; a no-op if it is not (or no longer) watched."""
         fd = fileobj if isinstance(fileobj, int) else fileobj.fileno()
-        self._epoll.unregister(fd)
+        entry = self._registered.get(fd)
+        if entry is None or (entry[0] is not fileobj and entry[0] != fileobj):
+            return
         del self._registered[fd]
+        try:
+            self._epoll.unregister(fd)
+        except OSError:
+            pass  # closed already: epoll forgot it by itself
+
+    def registered(self, fileobj):
+        fd = fileobj if isinstance(fileobj, int) else fileobj.fileno()
+        entry = self._registered.get(fd)
+        return entry is not None and (entry[0] is fileobj or entry[0] == fileobj)
 
     def select(self, timeout=None):
         events = self._epoll.poll(-1 if timeout is None else timeout)
         return [self._registered[fd] for fd, _ in events if fd in self._registered]
+
+
+class PendingRequest:
+    """A client connection whose request line has not fully arrived yet."""
+
+    __slots__ = ("conn", "pid", "deadline", "data")
+
+    def __init__(self, conn, pid, deadline):
+        self.conn = conn
+        self.pid = pid
+        self.deadline = deadline
+        self.data = b""
 
 
 # --- keeper -----------------------------------------------------------------------------
@@ -90,6 +145,11 @@ class Keeper:
         self.failed = None  # message once the backend has died
         self.deadline = None  # when to lock if still idle
         self.listener = None
+        self.socket_identity = None  # (st_dev, st_ino) of the socket file we bound
+        self.next_socket_check = None
+        self.pending = {}  # fd -> PendingRequest
+        self.wakeup_fd = None  # read end of the signal wakeup pipe
+        self.locking = False  # set once by lock_and_exit, which never returns
         self.selector = Poller()
         self.socket_path = paths.socket_path(self.name, spec["runtime_dir"])
         self.outer_user_ns = None  # the user namespace we came from: its processes are not the vault's
@@ -97,6 +157,16 @@ class Keeper:
         self.vault_mount_id = None  # the FUSE mount's id, once verified
         self.mount_events = None  # /proc/self/mountinfo, polled for "the mount table changed"
         self.displacing = False  # the mount was displaced: sessions are being ended, the vault locks
+
+    def catch_signals(self):
+        """RECREATE_SOCKET_SIGNAL and LOCK_SIGNAL only write their number to a
+        pipe; the serving loop reads it and does the work.  First of all, so
+        that a signal sent while the vault opens waits for the loop instead of
+        killing us half-way."""
+        self.wakeup_fd, wakeup_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        for signum in (RECREATE_SOCKET_SIGNAL, LOCK_SIGNAL):
+            signal.signal(signum, _ignore_signal)
+        signal.set_wakeup_fd(wakeup_w)
 
     # Steps until the vault is open, in order.  Any of them may raise.
 
@@ -199,39 +269,115 @@ class Keeper:
         return None
 
     def listen(self):
+        """Bind the control socket (whatever is at its path goes first)."""
         old_umask = os.umask(0o077)
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK)
         try:
-            self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
             try:
                 os.unlink(self.socket_path)
             except FileNotFoundError:
                 pass
-            kernel.with_unix_path(self.listener.bind, self.socket_path)
+            kernel.with_unix_path(listener.bind, self.socket_path)
             os.chmod(self.socket_path, 0o600)
-            self.listener.listen(64)
+            info = os.lstat(self.socket_path)
+            listener.listen(64)
+        except BaseException:
+            listener.close()
+            raise
         finally:
             os.umask(old_umask)
+        self.listener = listener
+        self.socket_identity = (info.st_dev, info.st_ino)
 
     # Serving.
 
     def serve(self):
-        self.my_mount_ns = kernel.namespace_id("mnt")
-        self.my_user_ns = kernel.namespace_id("user")
-        self.user_ns_fd = os.open("/proc/self/ns/user", os.O_RDONLY | os.O_CLOEXEC)
-        self.mount_ns_fd = os.open("/proc/self/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
-        self.my_user_ns_ino = os.fstat(self.user_ns_fd).st_ino
+        """The loop, until lock_and_exit.  Nothing in it blocks on a client,
+        and nothing that goes wrong in it is passed over: it is logged, and
+        the vault locks."""
+        try:
+            self.my_mount_ns = kernel.namespace_id("mnt")
+            self.my_user_ns = kernel.namespace_id("user")
+            self.user_ns_fd = os.open("/proc/self/ns/user", os.O_RDONLY | os.O_CLOEXEC)
+            self.mount_ns_fd = os.open("/proc/self/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
+            self.my_user_ns_ino = os.fstat(self.user_ns_fd).st_ino
+            self.selector.register(self.wakeup_fd, self.on_signal)
+            self.selector.register(self.listener, self.accept)
+            self.selector.register(self.channel, self.from_supervisor)
+            self.watch_the_mount()
+            self.next_socket_check = time.monotonic() + SOCKET_CHECK_INTERVAL
+            if not self.hold:
+                self.deadline = time.monotonic() + max(FIRST_JOIN_GRACE, self.linger)
+            while True:
+                self.run_once(self.next_timeout())
+                now = time.monotonic()
+                if self.deadline is not None and now >= self.deadline:
+                    self.deadline = None
+                    self.guarded(self.idle_check, True)
+                if now >= self.next_socket_check:
+                    self.guarded(self.check_socket)
+        except BaseException:
+            log_exception("unexpected error in the serving loop; locking the vault")
+            self.lock_and_exit(code=KEEPER_BUG_EXIT)
+
+    def next_timeout(self):
+        wake = [self.next_socket_check]
+        if self.deadline is not None:
+            wake.append(self.deadline)
+        wake.extend(pending.deadline for pending in self.pending.values())
+        return max(0.0, min(wake) - time.monotonic())
+
+    def run_once(self, timeout):
+        """Wait up to timeout, handle what is ready, drop overdue requests."""
+        for fileobj, handler in self.selector.select(timeout):
+            if self.selector.registered(fileobj):  # an earlier handler may have dropped it
+                self.guarded(handler, fileobj)
+        self.drop_overdue_requests()
+
+    def guarded(self, step, *args):
+        """Run one step of the loop; an exception nobody expected is logged
+        and locks the vault (a keeper in a state nobody understands must not
+        go on holding the key)."""
+        try:
+            step(*args)
+        except Exception:
+            log_exception(f"unexpected error in {getattr(step, '__name__', step)}; locking the vault")
+            self.lock_and_exit(code=KEEPER_BUG_EXIT)
+
+    def on_signal(self, wakeup_fd):
+        try:
+            received = os.read(wakeup_fd, 64)
+        except BlockingIOError:
+            return
+        if LOCK_SIGNAL in received:
+            log(f"signal {LOCK_SIGNAL}: locking the vault, ending its sessions")
+            self.lock_and_exit()
+        if RECREATE_SOCKET_SIGNAL in received:
+            self.check_socket()
+
+    def check_socket(self):
+        """Re-create the socket file if it was deleted or replaced (a FIFO, a
+        plain file, another socket): without it nobody could join or lock."""
+        self.next_socket_check = time.monotonic() + SOCKET_CHECK_INTERVAL
+        if self.locking:
+            return
+        try:
+            info = os.lstat(self.socket_path)
+            if self.listener is not None and (info.st_dev, info.st_ino) == self.socket_identity:
+                return
+        except OSError:
+            pass  # gone (or its directory is): make it again below
+        log(f"the control socket {self.socket_path} was deleted or replaced; re-creating it")
+        if self.listener is not None:
+            self.selector.unregister(self.listener)
+            self.listener.close()
+            self.listener = None
+        try:
+            self.listen()
+        except OSError as exc:
+            log(f"cannot re-create the control socket ({exc}); trying again in {SOCKET_CHECK_INTERVAL:g} s")
+            return
         self.selector.register(self.listener, self.accept)
-        self.selector.register(self.channel, self.from_supervisor)
-        self.watch_the_mount()
-        if not self.hold:
-            self.deadline = time.monotonic() + max(FIRST_JOIN_GRACE, self.linger)
-        while True:
-            timeout = None if self.deadline is None else max(0.0, self.deadline - time.monotonic())
-            for fileobj, handler in self.selector.select(timeout):
-                handler(fileobj)
-            if self.deadline is not None and time.monotonic() >= self.deadline:
-                self.deadline = None
-                self.idle_check(waited=True)
 
     # Watching the mount: a displaced vault ends its sessions and locks.
 
@@ -294,6 +440,8 @@ class Keeper:
     def from_supervisor(self, channel):
         try:
             message = channel.recv(256)
+        except BlockingIOError:
+            return
         except OSError:
             message = b""
         if message.startswith(b"BACKEND-EXITED"):
@@ -302,6 +450,7 @@ class Keeper:
                 f"vault {self.name!r} failed: its gocryptfs process exited (code {code}); "
                 f"leave its sessions or run 'nsshell lock {self.name} --force', then open it again"
             )
+            log(f"gocryptfs exited (code {code})")
             self.idle_check()
         elif not message:
             # The supervisor is gone (killed).  The backend may still serve;
@@ -310,22 +459,75 @@ class Keeper:
             self.channel = None
 
     def accept(self, listener):
-        try:
-            conn = socket.socket(fileno=listener._accept()[0])  # _socket's accept
-        except OSError:
-            return
-        try:
-            conn.settimeout(2.0)
+        """Take every waiting connection, without blocking: each then has
+        REQUEST_DEADLINE to send its line through the poller, so a slow or
+        silent client delays nobody else."""
+        for _ in range(MAX_PENDING):
+            try:
+                fd, _address = listener._accept()  # _socket's accept
+            except BlockingIOError:
+                return
+            except (ConnectionAbortedError, InterruptedError):
+                continue
+            except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM) and self.pending:
+                    log(f"cannot accept a connection ({exc.strerror}); dropping the oldest waiting one")
+                    self.drop_request(min(self.pending.values(), key=lambda p: p.deadline))
+                    return
+                raise
+            conn = socket.socket(fileno=fd)
             try:
                 pid, uid, _gid = kernel.peer_credentials(conn)
-                if uid != os.getuid():
-                    return  # another user: say nothing at all
-                request, _ = kernel.recv_line_with_fds(conn, max_fds=0, limit=256)
-                self.handle(conn, pid, request.decode(errors="replace").split())
-            except (OSError, ValueError):
-                return
+            except OSError:
+                conn.close()
+                continue
+            if uid != os.getuid():
+                conn.close()  # another user: say nothing at all
+                continue
+            conn.setblocking(False)
+            pending = PendingRequest(conn, pid, time.monotonic() + REQUEST_DEADLINE)
+            self.pending[conn.fileno()] = pending
+            self.selector.register(conn, self.readable)
+            if len(self.pending) > MAX_PENDING:
+                self.drop_request(min(self.pending.values(), key=lambda p: p.deadline))
+
+    def readable(self, conn):
+        pending = self.pending.get(conn.fileno())
+        if pending is None:
+            self.selector.unregister(conn)
+            return
+        try:
+            chunk = conn.recv(4096)
+        except BlockingIOError:
+            return
+        except OSError:
+            self.drop_request(pending)  # the client went away
+            return
+        pending.data += chunk
+        if chunk and b"\n" not in pending.data and len(pending.data) <= REQUEST_LIMIT:
+            return  # more to come, until its deadline
+        # A line, end of file or too much: answer what we have, like a line.
+        self.forget_request(pending)
+        request = pending.data.split(b"\n", 1)[0]
+        try:
+            self.handle(conn, pending.pid, request.decode(errors="replace").split())
+        except (BlockingIOError, BrokenPipeError, ConnectionError):
+            pass  # the client left, or does not read its reply: its loss alone
         finally:
             conn.close()
+
+    def forget_request(self, pending):
+        self.selector.unregister(pending.conn)
+        self.pending.pop(pending.conn.fileno(), None)
+
+    def drop_request(self, pending):
+        self.forget_request(pending)
+        pending.conn.close()
+
+    def drop_overdue_requests(self):
+        now = time.monotonic()
+        for pending in [p for p in self.pending.values() if p.deadline <= now]:
+            self.drop_request(pending)
 
     def handle(self, conn, pid, words):
         verb = words[0] if words else ""
@@ -449,7 +651,7 @@ class Keeper:
         """Lock if nothing uses the vault any more, after the linger time.
 
         waited: the first-join grace or the linger time has just run out."""
-        if self.sessions:
+        if self.locking or self.sessions:
             return
         self.refresh_sessions()
         if self.sessions:
@@ -464,49 +666,84 @@ class Keeper:
         self.lock_and_exit()
 
     def end_sessions(self):
-        """SIGHUP (shells save history and exit), then SIGKILL what is left."""
+        """SIGHUP (shells save history and exit), then SIGKILL what is left.
+
+        The loop goes on meanwhile (sessions' pidfds, signals, the
+        supervisor); whatever its handlers ask for, lock_and_exit is running
+        already and returns at once."""
         for _ in range(2):
             self.refresh_sessions()
             for pid in list(self.sessions):
                 _signal_pidfd(self.sessions[pid], signal.SIGHUP)
             deadline = time.monotonic() + END_SESSIONS_GRACE
             while self.sessions and time.monotonic() < deadline:
-                for fileobj, handler in self.selector.select(0.05):
-                    handler(fileobj)
+                self.run_once(0.05)
             for pid in list(self.sessions):
                 _signal_pidfd(self.sessions[pid], signal.SIGKILL)
             time.sleep(0.05)
 
-    def lock_and_exit(self):
-        self.stop_listening()
-        if self.channel is not None:
-            self.selector.unregister(self.channel)
-        self.end_sessions()
+    def unmount(self):
         for attempt in range(20):
             try:
                 kernel.unmount(self.mountpoint)
-                break
+                return
             except OSError as exc:
                 if exc.errno in (errno.EINVAL, errno.ENOENT):
-                    break  # already gone
+                    return  # already gone
                 if exc.errno != errno.EBUSY or attempt == 19:
+                    log(f"unmounting {self.mountpoint} failed ({exc.strerror}); detaching it")
                     kernel.unmount(self.mountpoint, detach=True)
-                    break
+                    return
                 time.sleep(0.05)
-        if self.channel is None:
-            cleanup_runtime_files(self.spec["name"], self.spec["runtime_dir"])
-        os._exit(0)
+
+    def lock_and_exit(self, code=0):
+        """End the sessions, unmount, exit: the vault is locked.
+
+        Safe to call from anywhere and any number of times: the first call
+        never returns (it ends in os._exit, whatever fails on the way), and
+        every call made while it runs (a session that ends, a signal, a
+        handler of the loop it keeps running) returns at once."""
+        if self.locking:
+            return
+        self.locking = True
+        try:
+            self.stop_listening()
+            for pending in list(self.pending.values()):
+                self.drop_request(pending)  # they see EOF: "locking right now"
+            self.end_sessions()
+            self.unmount()
+        except BaseException:
+            log_exception("unexpected error while locking; detaching the mount")
+            code = KEEPER_BUG_EXIT
+            try:
+                kernel.unmount(self.mountpoint, detach=True)
+            except BaseException:
+                log_exception("detaching the mount failed too")
+        finally:
+            try:
+                if self.channel is None:
+                    cleanup_runtime_files(self.spec["name"], self.spec["runtime_dir"], keep_log=code != 0)
+            finally:
+                os._exit(code)
 
     def stop_listening(self):
         """Refuse new sessions from now on: the socket path goes first."""
         if self.listener is not None:
-            try:
-                os.unlink(self.socket_path)
-            except FileNotFoundError:
-                pass
+            if self.socket_is_ours():
+                try:
+                    os.unlink(self.socket_path)
+                except FileNotFoundError:
+                    pass
             self.selector.unregister(self.listener)
             self.listener.close()
             self.listener = None
+
+    def socket_is_ours(self):
+        try:
+            info = os.lstat(self.socket_path)
+        except OSError:
+            return False
+        return (info.st_dev, info.st_ino) == self.socket_identity
 
 
 def _log(text):
@@ -534,6 +771,7 @@ def _signal_pidfd(pidfd, signum):
 def run_keeper(spec, channel):
     keeper = Keeper(spec, channel)
     try:
+        keeper.catch_signals()
         kernel.set_process_name("nsshell-keeper")
         keeper.enter_private_namespace()
         keeper.check_mountpoint()
@@ -557,8 +795,12 @@ def run_keeper(spec, channel):
 # --- supervisor -------------------------------------------------------------------------
 
 
-def cleanup_runtime_files(name, runtime_dir):
-    for path in (paths.state_path(name, runtime_dir), paths.log_path(name, runtime_dir)):
+def cleanup_runtime_files(name, runtime_dir, keep_log=False):
+    """Remove the state record and the log (kept when the keeper logged a bug)."""
+    removed = [paths.state_path(name, runtime_dir)]
+    if not keep_log:
+        removed.append(paths.log_path(name, runtime_dir))
+    for path in removed:
         try:
             os.unlink(path)
         except FileNotFoundError:
@@ -757,8 +999,9 @@ class Supervisor:
         self.finish(keeper_fd)
 
     def finish(self, keeper_fd):
+        keeper_code = 0
         try:
-            os.waitpid(self.keeper_pid, 0)
+            keeper_code = os.waitstatus_to_exitcode(os.waitpid(self.keeper_pid, 0)[1])
         except ChildProcessError:
             pass
         os.close(keeper_fd)
@@ -770,18 +1013,22 @@ class Supervisor:
             while self.backend_exit_code() is None and time.monotonic() < deadline:
                 time.sleep(0.02)
             if self.backend is not None:
+                # SIGTERM first (gocryptfs exits cleanly on it), SIGKILL if it
+                # does not: locking ends with every holder process gone.
                 pid, pidfd = self.backend
-                _signal_pidfd(pidfd, signal.SIGTERM)
-                try:
-                    os.waitpid(pid, 0)
-                except ChildProcessError:
-                    pass
+                for signum in (signal.SIGTERM, signal.SIGKILL):
+                    _signal_pidfd(pidfd, signum)
+                    deadline = time.monotonic() + BACKEND_EXIT_GRACE
+                    while self.backend_exit_code() is None and time.monotonic() < deadline:
+                        time.sleep(0.02)
+                    if self.backend is None:
+                        break
         self.report(_line(f"ERR {FAILURE} the vault's holder stopped while opening it"))
         try:
             os.unlink(paths.socket_path(self.name, self.runtime_dir))
         except FileNotFoundError:
             pass
-        cleanup_runtime_files(self.name, self.runtime_dir)
+        cleanup_runtime_files(self.name, self.runtime_dir, keep_log=keeper_code == KEEPER_BUG_EXIT)
 
 
 def main(argv):

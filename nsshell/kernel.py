@@ -489,3 +489,24 @@ def peer_credentials(sock):
 def pidfd_open(pid):
     """A pollable handle on a process that cannot be fooled by PID reuse."""
     return os.pidfd_open(pid)
+
+
+def signal_process(pid, start_time, signum):
+    """Send signum to pid only if it is still the process that started at
+    start_time (a pidfd, checked after opening it: no pid-reuse race).
+    Needs only the same uid, not dumpability.  Returns whether it was sent."""
+    import _signal
+
+    try:
+        pidfd = os.pidfd_open(pid)
+    except OSError:
+        return False
+    try:
+        if process_start_time(pid) != start_time:
+            return False
+        _signal.pidfd_send_signal(pidfd, signum)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(pidfd)
