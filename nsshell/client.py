@@ -33,19 +33,32 @@ def connect(name, base=None):
     return sock
 
 
-def request(name, line, base=None, max_fds=0):
+class HolderNotAnswering(NsshellError):
+    """The socket accepted the request, but no reply came in time.  Never
+    "not open": something holds the vault (nsshell.unlock.lock then reaches
+    it through its state record)."""
+
+
+def request(name, line, base=None, max_fds=0, timeout=10.0):
     """Send one request line; return (reply text, fds), or None if not open.
 
-    An empty reply means the holder closed on us: it is locking right now."""
+    An empty reply means the holder closed on us: it is locking right now.
+    No reply within timeout raises HolderNotAnswering."""
     sock = connect(name, base)
     if sock is None:
         return None
     try:
-        sock.settimeout(10.0)
+        sock.settimeout(timeout)
         sock.sendall(line.encode() + b"\n")
         data, fds = kernel.recv_line_with_fds(sock, max_fds=max_fds, limit=1 << 20)
-    except (ConnectionResetError, BrokenPipeError, TimeoutError):
+    except (ConnectionResetError, BrokenPipeError):
         return None
+    except TimeoutError:
+        raise HolderNotAnswering(
+            f"the holder of vault {name!r} did not answer within {timeout:g} s; "
+            f"'nsshell lock {name} --force' ends it and its sessions",
+            FAILURE,
+        ) from None
     finally:
         sock.close()
     text = data.decode(errors="replace").rstrip("\n")

@@ -16,6 +16,7 @@ import time
 from nsshell import client, errors, kernel, paths, registry
 from nsshell.backend import BACKEND
 from nsshell.errors import BAD_PASSPHRASE, CONFLICT, FAILURE, UNSAFE, UNSUPPORTED, NsshellError
+from nsshell.holder import LOCK_SIGNAL, RECREATE_SOCKET_SIGNAL
 from nsshell.kernel import process_start_time
 from nsshell.passphrase import PassphraseSource
 
@@ -91,19 +92,41 @@ def holder_alive(name, base):
 
 
 def wait_for_holder_to_stop(name, base, timeout=STOPPING_TIMEOUT):
-    """A holder whose socket is gone may be locking right now: let it finish."""
+    """A holder whose socket does not answer may be locking right now, or
+    still opening for a command that was killed, or have lost its socket file
+    (its keeper makes it again, at once when asked): wait until it stops
+    (True) or serves (False)."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    nudged = None
+    while True:
         state = read_state(name, base)
         if state is None or not _alive(state.get("supervisor")):
             return True
         sock = client.connect(name, base)
         if sock is not None:
             sock.close()
-            return False  # it is serving after all (an unlock finished)
+            return False  # it is serving after all (an unlock finished, or the socket is back)
+        now = time.monotonic()
+        if now >= deadline:
+            raise _holder_stuck(name, state)
+        if nudged is None or now - nudged >= 1.0:
+            _signal_role(state, "keeper", RECREATE_SOCKET_SIGNAL)
+            nudged = now
         time.sleep(0.02)
-    raise NsshellError(
-        f"vault {name!r} is still being locked or opened by another nsshell; try again in a moment", FAILURE
+
+
+def _signal_role(state, role, signum):
+    record = state.get(role)
+    return _alive(record) and kernel.signal_process(record[0], record[1], signum)
+
+
+def _holder_stuck(name, state):
+    """Trying again cannot help here: say which processes, and what ends them."""
+    pids = " ".join(str(state[role][0]) for role in ("supervisor", "keeper", "backend") if _alive(state.get(role)))
+    return NsshellError(
+        f"vault {name!r} is held by nsshell processes that neither answer nor stop (pids {pids}); "
+        f"run 'nsshell lock {name} --force', and if that fails too, 'kill -KILL {pids}'",
+        FAILURE,
     )
 
 
@@ -380,13 +403,59 @@ def holder_status(name, base=None):
 
 
 def lock(name, force=False):
-    """Lock an open vault; returns False if it was not open."""
+    """Lock an open vault; returns False if it was not open.
+
+    Through the socket when it answers.  When it does not (deleted, replaced
+    by something else, no reply), through the holder's state record: the
+    keeper is asked to re-create its socket (RECREATE_SOCKET_SIGNAL) and the
+    request goes again; with force, if that does not help within
+    RECREATE_WAIT, LOCK_SIGNAL makes the keeper lock by itself.  A timeout is
+    never taken for "not open"."""
     base = paths.runtime_dir()
-    reply = client.request(name, "LOCK force" if force else "LOCK", base)
-    if reply is None:
-        with VaultLock(name, base):
-            wait_for_holder_to_stop(name, base)
-            clear_stale(name, base)
-        return False
+    line = "LOCK force" if force else "LOCK"
+    if not _send_lock(name, base, line):
+        with VaultLock(name, base):  # no unlock is half-way through while we look
+            if not _lock_through_state_record(name, base, line, force):
+                return False
     wait_for_holder_to_stop(name, base)
     return True
+
+
+RECREATE_WAIT = 3.0  # seconds a keeper gets to re-create its socket before lock --force signals it
+
+
+def _send_lock(name, base, line):
+    """True once the holder said OK; False if it cannot be reached or did not
+    answer; raises its ERR (sessions running, for a plain LOCK)."""
+    try:
+        return client.request(name, line, base) is not None
+    except client.HolderNotAnswering:
+        return False
+
+
+def _lock_through_state_record(name, base, line, force):
+    """The socket did not answer: find the holder by its record (pid plus
+    start time).  Returns False if no holder was running (stale files are
+    cleared), True once it has been told to lock."""
+    started = time.monotonic()
+    held = False  # a live keeper was seen: the vault was open
+    nudged = None
+    lock_signalled = False
+    while True:
+        state = read_state(name, base) or {}
+        keeper_alive = _alive(state.get("keeper"))
+        if not keeper_alive and not _alive(state.get("supervisor")):
+            clear_stale(name, base)
+            return held  # it stopped while we looked (locked by us, or by another nsshell)
+        held = held or keeper_alive
+        if not lock_signalled and _send_lock(name, base, line):
+            return True
+        now = time.monotonic()
+        if now - started >= STOPPING_TIMEOUT:
+            raise _holder_stuck(name, state)
+        if force and not lock_signalled and now - started >= RECREATE_WAIT:
+            lock_signalled = _signal_role(state, "keeper", LOCK_SIGNAL)
+        elif not lock_signalled and (nudged is None or now - nudged >= 1.0):
+            _signal_role(state, "keeper", RECREATE_SOCKET_SIGNAL)
+            nudged = now
+        time.sleep(0.05)
