@@ -197,7 +197,9 @@ def test_a_deleted_or_replaced_socket_comes_back_and_lock_still_works(world, how
 
     # `run` works again once the keeper has re-created its socket.
     _break_socket(sock, how)
+    started = time.monotonic()
     result = world.run("run", "taxes", "--", "cat", f"{mp}/kept.txt", timeout=90)
+    run_seconds = time.monotonic() - started
     assert result.returncode == 0 and result.stdout == "kept\n", result.stderr
 
     # With a session running and the socket gone: a plain lock refuses, and
@@ -212,9 +214,10 @@ def test_a_deleted_or_replaced_socket_comes_back_and_lock_still_works(world, how
 
     # Gone again: lock --force reaches the keeper all the same.
     _break_socket(sock, how)
-    _force_lock(world)
+    lock_seconds = _force_lock(world)
     assert session.wait(30) != 0
     _assert_locked_and_gone(world)
+    record("socket-broken", how=how, run_seconds=round(run_seconds, 2), force_lock_seconds=round(lock_seconds, 2))
 
 
 def test_a_deleted_socket_without_sessions_locks_with_a_plain_lock(world):
