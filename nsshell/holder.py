@@ -65,18 +65,19 @@ def _line(text):
     return (text.replace("\n", " ") + "\n").encode()
 
 
-def log(message):
-    """One line to our stderr, which is the vault's log (see main)."""
+def _log(text):
+    """A line in the vault's log (the keeper's stderr is the log file)."""
     try:
-        os.write(2, f"nsshell-keeper[{os.getpid()}]: {message}\n".encode(errors="replace"))
+        os.write(2, f"nsshell-keeper: {text}\n".encode(errors="replace"))
     except OSError:
         pass
 
 
-def log_exception(what):
+def _log_exception(what):
+    """_log what, with the traceback of the exception being handled."""
     import traceback  # only on this rare path
 
-    log(f"{what}\n{traceback.format_exc().rstrip()}")
+    _log(f"{what}\n{traceback.format_exc().rstrip()}")
 
 
 def _ignore_signal(signum, frame):
@@ -317,7 +318,7 @@ class Keeper:
                 if now >= self.next_socket_check:
                     self.guarded(self.check_socket)
         except BaseException:
-            log_exception("unexpected error in the serving loop; locking the vault")
+            _log_exception("unexpected error in the serving loop; locking the vault")
             self.lock_and_exit(code=KEEPER_BUG_EXIT)
 
     def next_timeout(self):
@@ -341,7 +342,7 @@ class Keeper:
         try:
             step(*args)
         except Exception:
-            log_exception(f"unexpected error in {getattr(step, '__name__', step)}; locking the vault")
+            _log_exception(f"unexpected error in {getattr(step, '__name__', step)}; locking the vault")
             self.lock_and_exit(code=KEEPER_BUG_EXIT)
 
     def on_signal(self, wakeup_fd):
@@ -350,7 +351,7 @@ class Keeper:
         except BlockingIOError:
             return
         if LOCK_SIGNAL in received:
-            log(f"signal {LOCK_SIGNAL}: locking the vault, ending its sessions")
+            _log(f"signal {LOCK_SIGNAL}: locking the vault, ending its sessions")
             self.lock_and_exit()
         if RECREATE_SOCKET_SIGNAL in received:
             self.check_socket()
@@ -367,7 +368,7 @@ class Keeper:
                 return
         except OSError:
             pass  # gone (or its directory is): make it again below
-        log(f"the control socket {self.socket_path} was deleted or replaced; re-creating it")
+        _log(f"the control socket {self.socket_path} was deleted or replaced; re-creating it")
         if self.listener is not None:
             self.selector.unregister(self.listener)
             self.listener.close()
@@ -375,7 +376,7 @@ class Keeper:
         try:
             self.listen()
         except OSError as exc:
-            log(f"cannot re-create the control socket ({exc}); trying again in {SOCKET_CHECK_INTERVAL:g} s")
+            _log(f"cannot re-create the control socket ({exc}); trying again in {SOCKET_CHECK_INTERVAL:g} s")
             return
         self.selector.register(self.listener, self.accept)
 
@@ -450,7 +451,7 @@ class Keeper:
                 f"vault {self.name!r} failed: its gocryptfs process exited (code {code}); "
                 f"leave its sessions or run 'nsshell lock {self.name} --force', then open it again"
             )
-            log(f"gocryptfs exited (code {code})")
+            _log(f"gocryptfs exited (code {code})")
             self.idle_check()
         elif not message:
             # The supervisor is gone (killed).  The backend may still serve;
@@ -471,7 +472,7 @@ class Keeper:
                 continue
             except OSError as exc:
                 if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM) and self.pending:
-                    log(f"cannot accept a connection ({exc.strerror}); dropping the oldest waiting one")
+                    _log(f"cannot accept a connection ({exc.strerror}); dropping the oldest waiting one")
                     self.drop_request(min(self.pending.values(), key=lambda p: p.deadline))
                     return
                 raise
@@ -691,7 +692,7 @@ class Keeper:
                 if exc.errno in (errno.EINVAL, errno.ENOENT):
                     return  # already gone
                 if exc.errno != errno.EBUSY or attempt == 19:
-                    log(f"unmounting {self.mountpoint} failed ({exc.strerror}); detaching it")
+                    _log(f"unmounting {self.mountpoint} failed ({exc.strerror}); detaching it")
                     kernel.unmount(self.mountpoint, detach=True)
                     return
                 time.sleep(0.05)
@@ -713,12 +714,12 @@ class Keeper:
             self.end_sessions()
             self.unmount()
         except BaseException:
-            log_exception("unexpected error while locking; detaching the mount")
+            _log_exception("unexpected error while locking; detaching the mount")
             code = KEEPER_BUG_EXIT
             try:
                 kernel.unmount(self.mountpoint, detach=True)
             except BaseException:
-                log_exception("detaching the mount failed too")
+                _log_exception("detaching the mount failed too")
         finally:
             try:
                 if self.channel is None:
@@ -744,14 +745,6 @@ class Keeper:
         except OSError:
             return False
         return (info.st_dev, info.st_ino) == self.socket_identity
-
-
-def _log(text):
-    """A line in the vault's log (the keeper's stderr is the log file)."""
-    try:
-        os.write(2, f"nsshell-keeper: {text}\n".encode(errors="replace"))
-    except OSError:
-        pass
 
 
 def _open_fd_count():
@@ -1026,8 +1019,8 @@ class Supervisor:
         self.report(_line(f"ERR {FAILURE} the vault's holder stopped while opening it"))
         try:
             os.unlink(paths.socket_path(self.name, self.runtime_dir))
-        except FileNotFoundError:
-            pass
+        except OSError:
+            pass  # gone, or something else (a directory) took its place: not ours to remove
         cleanup_runtime_files(self.name, self.runtime_dir, keep_log=keeper_code == KEEPER_BUG_EXIT)
 
 

@@ -9,6 +9,8 @@ nsshell knows about it: it replaces kernel functions from the outside.
   mount-noop   mount(2) "succeeds" but mounts nothing: the case NAMESPACE-FACTS 5 warns about
   userns-off   unshare(2) fails with ENOSPC, as when user.max_user_namespaces=0
                (the libc call is replaced, so nsshell's own error handling runs)
+  keeper-bug   the keeper's STATUS answer raises RuntimeError: a bug nobody
+               expected, in the middle of the serving loop
 """
 
 import os
@@ -49,3 +51,10 @@ if _fault:
             return None
 
         kernel.mount_fuse = mount_fuse
+    elif _fault == "keeper-bug":
+        from nsshell import holder
+
+        def open_fd_count():
+            raise RuntimeError("injected keeper bug")
+
+        holder._open_fd_count = open_fd_count

@@ -120,6 +120,32 @@ def test_locking_twice_at_once_is_harmless(world):
     _assert_locked_and_gone(world)
 
 
+def test_an_unexpected_error_in_the_keeper_is_logged_and_locks_the_vault(world):
+    """A bug in a request handler (injected: STATUS raises) used to escape the
+    serving loop: the keeper died with a traceback while its sessions ran on.
+    Now it is logged to the vault's log, which is kept, and the vault locks."""
+    from pathlib import Path
+
+    faults = str(Path(__file__).resolve().parent.parent / "faultinject")
+    world.create("taxes")
+    world.run("open", "taxes", "--passfile", world.passfile, check=True,
+              env={"PYTHONPATH": faults, "NSSHELL_TEST_FAULT": "keeper-bug"})
+    session = _session(world, "sleep", "600")
+    outside = os.readlink("/proc/self/ns/mnt")
+    wait_for(lambda: os.readlink(f"/proc/{session.pid}/ns/mnt") != outside, timeout=60,
+             what="the session to join (STATUS would set off the bug)")
+    from reliability import raw_request
+
+    assert raw_request(world, "taxes", "STATUS") is None  # dropped: the keeper is locking
+    assert session.wait(30) != 0  # the session was ended, not left on a dead mount
+    log = world.runtime / "nsshell" / "taxes.log"
+    wait_for(lambda: not world.holder_pids(), what="every holder process to end")
+    text = log.read_text()
+    assert "unexpected error" in text and "injected keeper bug" in text and "locking the vault" in text, text
+    log.unlink()
+    _assert_locked_and_gone(world)
+
+
 # --- item 7: a slow client cannot stall the keeper ---------------------------------------
 
 SLOW_CLIENT = r"""
@@ -218,6 +244,29 @@ def test_a_deleted_or_replaced_socket_comes_back_and_lock_still_works(world, how
     assert session.wait(30) != 0
     _assert_locked_and_gone(world)
     record("socket-broken", how=how, run_seconds=round(run_seconds, 2), force_lock_seconds=round(lock_seconds, 2))
+
+
+def test_a_socket_path_the_keeper_cannot_take_back_still_force_locks(world):
+    """A directory in the socket's place: the keeper cannot re-create its
+    socket there, so lock --force signals it (LOCK_SIGNAL) instead."""
+    world.create("taxes")
+    world.open("taxes")
+    session = _session(world, "sleep", "600")
+    wait_for(lambda: _sessions(world) >= 1, timeout=60, what="the session to register")
+    sock = world.runtime / "nsshell" / "taxes.sock"
+    os.unlink(sock)
+    sock.mkdir()
+    refused = world.run("lock", "taxes", timeout=90)
+    assert refused.returncode == 1, refused.stderr
+    assert "--force" in refused.stderr and "try again in a moment" not in refused.stderr, refused.stderr
+    assert session.poll() is None
+    started = time.monotonic()
+    result = world.run("lock", "taxes", "--force", timeout=120)
+    assert result.returncode == 0 and "locked" in result.stderr, result.stderr
+    assert session.wait(30) != 0
+    sock.rmdir()  # ours to clean up: nsshell never removes a directory it did not make
+    _assert_locked_and_gone(world)
+    record("socket-blocked", force_lock_seconds=round(time.monotonic() - started, 2))
 
 
 def test_a_deleted_socket_without_sessions_locks_with_a_plain_lock(world):
