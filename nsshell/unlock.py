@@ -141,8 +141,8 @@ def clear_stale(name, base):
     for path in (paths.socket_path(name, base), paths.state_path(name, base), paths.log_path(name, base)):
         try:
             os.unlink(path)
-        except FileNotFoundError:
-            pass
+        except (FileNotFoundError, IsADirectoryError):
+            pass  # a directory was never ours: whoever made it removes it
 
 
 def _terminate(pid):
