@@ -9,7 +9,7 @@ argparse below.
 import os
 import sys
 
-from nsshell.errors import USAGE, NsshellError
+from nsshell.errors import FAILURE, USAGE, NsshellError
 
 PROG = "nsshell"
 
@@ -220,6 +220,8 @@ def cmd_ps(args):
 
 
 def cmd_remove(args):
+    import shlex
+
     from nsshell import vaults
 
     vault = vaults.remove(args.name, purge=args.purge, assume_yes=args.yes)
@@ -228,7 +230,80 @@ def cmd_remove(args):
     else:
         sys.stderr.write(
             f"removed vault {vault.name!r} from the registry; its ciphertext stays in {vault.cipher_dir}\n"
+            f"to use it again: nsshell add {vault.name} --cipher-dir {shlex.quote(vault.cipher_dir)}\n"
         )
+    return 0
+
+
+def cmd_add(args):
+    from nsshell import vaults
+
+    vault = vaults.adopt(args.name, _source(args), args.cipher_dir, mountpoint=args.mountpoint)
+    if args.json:
+        return _print_json(vaults.describe(vault))
+    print(f"added vault {vault.name!r} (the passphrase opens it)")
+    print(f"  ciphertext: {vault.cipher_dir}")
+    print(f"  mountpoint: {vault.mountpoint} (empty to everything outside the vault)")
+    print(f"next: nsshell enter {vault.name}   or   nsshell run {vault.name} -- COMMAND")
+    return 0
+
+
+def cmd_passwd(args):
+    from nsshell import passwd, registry, unlock
+    from nsshell.passphrase import PassphraseSource, prompt, read_passfile
+
+    vault = registry.get(args.name)
+    if not os.path.isfile(os.path.join(vault.cipher_dir, "gocryptfs.conf")):
+        raise NsshellError(f"{vault.cipher_dir} has no gocryptfs.conf; is the cipher dir of {args.name!r} there?", FAILURE)
+    is_open = unlock.holder_status(args.name) is not None
+    old = PassphraseSource(passfile=args.passfile).read(args.name) if args.passfile else prompt(
+        f"Current passphrase for {args.name}: "
+    )
+    if args.new_passfile:
+        new = read_passfile(args.new_passfile)
+    else:
+        new = prompt(f"New passphrase for {args.name}: ", confirm=True)
+    passwd.change(vault.cipher_dir, old, new)
+    sys.stderr.write(f"changed the passphrase of vault {args.name!r}\n")
+    if is_open:
+        sys.stderr.write(
+            f"vault {args.name!r} is open: its sessions go on undisturbed; the new passphrase is needed from its "
+            "next unlock\n"
+        )
+    if vault.keyring:
+        from nsshell import keyring
+
+        try:
+            keyring.store(args.name, new)
+        except NsshellError as exc:
+            raise NsshellError(
+                f"{exc.message}; the keyring still holds the old passphrase: run 'nsshell keyring add {args.name}'",
+                exc.code,
+            ) from None
+        sys.stderr.write("updated the passphrase in the keyring\n")
+    return 0
+
+
+def cmd_keyring(args):
+    from nsshell import keyring, passwd, registry
+
+    vault = registry.get(args.name)
+    if args.action == "add":
+        passphrase = _source(args).read(args.name)
+        passwd.check(vault.cipher_dir, passphrase)
+        keyring.store(args.name, passphrase)
+        registry.update(args.name, keyring=True)
+        sys.stderr.write(
+            f"stored the passphrase of vault {args.name!r} in the keyring; while the keyring is unlocked, "
+            f"'nsshell enter {args.name}' opens it without asking\n"
+        )
+    else:
+        count = keyring.delete(args.name)
+        registry.update(args.name, keyring=False)
+        if count:
+            sys.stderr.write(f"removed the passphrase of vault {args.name!r} from the keyring\n")
+        else:
+            sys.stderr.write(f"the keyring held no passphrase for vault {args.name!r}\n")
     return 0
 
 
@@ -445,6 +520,41 @@ def _parser():
     p.add_argument("name", metavar="NAME", help=NAME_HELP)
     p.add_argument("--purge", action="store_true", help="also delete the encrypted data, irrevocably")
     p.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation of --purge")
+
+    p = verb(
+        "add",
+        cmd_add,
+        "adopt an existing gocryptfs directory as a vault",
+        "Register an existing gocryptfs directory (synced from another machine, or left by 'remove') as "
+        "vault NAME, after checking that the passphrase opens it. Nothing in it is changed.",
+    )
+    p.add_argument("name")
+    p.add_argument("--cipher-dir", metavar="DIR", required=True, help="the gocryptfs directory (holds gocryptfs.conf)")
+    p.add_argument("--mountpoint", metavar="DIR", help="where sessions see the plaintext (default: ~/Vaults/NAME)")
+    p.add_argument("--passfile", metavar="FILE", help="read the passphrase from the first line of FILE ('-': stdin)")
+
+    p = verb(
+        "passwd",
+        cmd_passwd,
+        "change a vault's passphrase",
+        "Change the passphrase of vault NAME (gocryptfs -passwd), open or locked, and the keyring entry if it "
+        "has one. An open vault stays open; the new passphrase is needed from its next unlock.",
+    )
+    p.add_argument("name")
+    p.add_argument("--passfile", metavar="FILE", help="read the current passphrase from the first line of FILE")
+    p.add_argument("--new-passfile", metavar="FILE", help="read the new passphrase from the first line of FILE")
+
+    p = verb(
+        "keyring",
+        cmd_keyring,
+        "store a vault's passphrase in the login keyring, or remove it",
+        "add: check that the passphrase opens vault NAME and store it in the Secret Service (GNOME Keyring, "
+        "KWallet, KeePassXC); while the keyring is unlocked, the vault then opens without a prompt. "
+        "remove: delete it from the keyring.",
+    )
+    p.add_argument("action", choices=["add", "remove"])
+    p.add_argument("name")
+    p.add_argument("--passfile", metavar="FILE", help="read the passphrase from the first line of FILE ('-': stdin)")
 
     verb("doctor", cmd_doctor, "check that this machine can run vaults, and say how to fix what is missing")
 

@@ -260,6 +260,17 @@ def _try_namespace_handle(pid, message):
     return "opened", f"mnt:[{inode}]"
 
 
+def check_autolock():
+    """Whether vaults can lock on suspend, screen lock and logout (nsshell.autolock)."""
+    try:
+        from nsshell import autolock
+
+        status, detail, fix = autolock.availability()
+    except ImportError as exc:
+        return Check("auto-lock", "warn", f"unavailable: {exc}", "pip install jeepney (nsshell depends on it)")
+    return Check("auto-lock", status, detail, fix)
+
+
 def run_checks():
     return [
         check_python(),
@@ -271,4 +282,5 @@ def run_checks():
         check_registry(),
         check_ptrace_scope(),
         check_namespace_handles(),
+        check_autolock(),
     ]

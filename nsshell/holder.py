@@ -16,7 +16,9 @@ Control protocol (one line each way, on a unix stream socket, same uid only):
   JOIN            -> "OK <mountpoint>" + fds [user ns, mount ns] | "ERR <code> <message>"
   STATUS          -> one line of JSON
   HOLD            -> "OK": stay open with no session until LOCK
-  LOCK [force]    -> "OK" and the vault locks | "ERR 6 ..." while sessions run
+  LOCK [force] [reason=WORD]
+                  -> "OK" and the vault locks | "ERR 6 ..." while sessions run;
+                     a reason (nsshell.lockreason) is told to the sessions' terminals
 
 The keeper never blocks on a client: connections are read through its poller,
 and one that has not sent its line within REQUEST_DEADLINE is dropped.  Two
@@ -558,6 +560,7 @@ class Keeper:
             conn.sendall(b"OK\n")
         elif verb == "LOCK":
             force = "force" in words[1:]
+            reason = _lock_reason(words[1:])
             self.refresh_sessions()
             if self.sessions and not force:
                 count = len(self.sessions)
@@ -574,9 +577,23 @@ class Keeper:
             # mistake a locking holder for a serving one.
             self.stop_listening()
             conn.sendall(b"OK\n")
+            if reason:
+                self.tell_why(reason)
             self.lock_and_exit()
         else:
             conn.sendall(_line(f"ERR {FAILURE} unknown request"))
+
+    def tell_why(self, reason):
+        """An auto-lock (nsshell.autolock): say why on the sessions' terminals,
+        and leave the reason for the next 'nsshell enter' (nsshell.lockreason)."""
+        from nsshell import lockreason
+
+        why = lockreason.describe(reason, self.spec.get("idle_lock", 0))
+        try:
+            lockreason.record(self.name, self.spec["runtime_dir"], reason)
+        except OSError as exc:
+            _log(f"cannot record why {self.name!r} locked: {exc}")
+        lockreason.tell_terminals(list(self.sessions), f"nsshell: vault {self.name!r} locked: {why}")
 
     def status(self):
         # sessions: what joined (and what was adopted once those ended);
@@ -747,6 +764,16 @@ class Keeper:
         return (info.st_dev, info.st_ino) == self.socket_identity
 
 
+def _lock_reason(words):
+    """The WORD of 'LOCK force reason=WORD' if nsshell.lockreason knows it."""
+    for word in words:
+        if word.startswith("reason="):
+            from nsshell.lockreason import REASONS
+
+            return word[7:] if word[7:] in REASONS else None
+    return None
+
+
 def _open_fd_count():
     try:
         return len(os.listdir("/proc/self/fd")) - 1  # minus listdir's own fd
@@ -866,7 +893,19 @@ class Supervisor:
             self.report(errors.to_line(exc))
             self.finish(keeper_fd)
             return
+        self.start_autolock()
         self.watch(ours, keeper_fd)
+
+    def start_autolock(self):
+        """Lock on suspend, screen lock, logout and idleness (nsshell.autolock):
+        threads of this process, started only after READY so that unlocking
+        is no slower, and ended with it."""
+        try:
+            from nsshell import autolock
+
+            autolock.start(self.spec, self.backend[0] if self.backend else None)
+        except Exception as exc:  # the vault works without auto-lock; the log says why
+            sys.stderr.write(f"nsshell-holder: auto-lock not started for {self.name!r}: {exc!r}\n")
 
     def start_backend(self, channel):
         reply, fds = kernel.recv_line_with_fds(channel, max_fds=1)

@@ -17,9 +17,14 @@ class PassphraseSource:
     prints the passphrase), so we never see it.  Otherwise: the terminal.
     """
 
-    def __init__(self, passfile=None, extpass=None):
+    def __init__(self, passfile=None, extpass=None, keyring=False):
         self.passfile = passfile
         self.extpass = extpass
+        # keyring: try the Secret Service first (the vault has an entry there,
+        # 'nsshell keyring add'), then the terminal.  Only the unlock path of
+        # such a vault sets it, so secretstorage stays off every other path.
+        self.keyring = keyring
+        self._keyring_used = False
 
     @property
     def interactive(self):
@@ -28,6 +33,22 @@ class PassphraseSource:
     def read(self, name, confirm=False):
         if self.passfile is not None:
             return read_passfile(self.passfile)
+        if self.keyring and not confirm:
+            if not self._keyring_used:
+                self._keyring_used = True
+                from nsshell import keyring
+
+                try:
+                    return keyring.lookup(name)
+                except keyring.KeyringUnavailable as exc:
+                    os.write(2, f"nsshell: {exc}; asking for the passphrase instead\n".encode())
+            else:
+                os.write(
+                    2,
+                    f"nsshell: the passphrase in the keyring did not open vault {name!r}; after this, "
+                    f"update it with 'nsshell keyring add {name}'\n".encode(),
+                )
+                self.keyring = False
         return prompt(f"Passphrase for {name}: ", confirm=confirm)
 
 

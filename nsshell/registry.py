@@ -20,21 +20,28 @@ from nsshell.names import name_problem
 
 CONFIG_ERROR = 1
 HISTORY_CHOICES = ("vault", "off", "outer")
+LOCK_TRIGGERS = ("suspend", "screen-lock", "logout")  # what lock_on may name (see nsshell.autolock)
 
 
 class Vault:
     """One registry entry.  A plain class rather than a dataclass: the
     dataclasses module pulls in inspect, and this is on the unlock path."""
 
-    __slots__ = ("name", "cipher_dir", "mountpoint", "linger", "extpass", "history")
+    __slots__ = ("name", "cipher_dir", "mountpoint", "linger", "extpass", "history", "lock_on", "idle_lock", "keyring")
 
-    def __init__(self, name, cipher_dir, mountpoint, linger=0, extpass=None, history="vault"):
+    def __init__(
+        self, name, cipher_dir, mountpoint, linger=0, extpass=None, history="vault",
+        lock_on=LOCK_TRIGGERS, idle_lock=0, keyring=False,
+    ):
         self.name = name
         self.cipher_dir = cipher_dir
         self.mountpoint = mountpoint
         self.linger = linger  # seconds the vault stays open after its last session ends
         self.extpass = extpass  # program that prints the passphrase (gocryptfs -extpass)
         self.history = history  # where inner shells keep history: in the vault, nowhere, or as outside
+        self.lock_on = tuple(lock_on)  # desktop events that lock the vault (nsshell.autolock)
+        self.idle_lock = idle_lock  # seconds without file activity before it locks; 0: never
+        self.keyring = keyring  # whether 'nsshell keyring add' stored its passphrase in the Secret Service
 
     def _fields(self):
         return tuple(getattr(self, field) for field in self.__slots__)
@@ -53,10 +60,25 @@ class Vault:
         if self.extpass is not None:
             lines.append(f"extpass = {_toml_string(self.extpass)}")
         lines.append(f"history = {_toml_string(self.history)}")
+        if self.lock_on != LOCK_TRIGGERS:
+            lines.append("lock_on = [" + ", ".join(_toml_string(t) for t in self.lock_on) + "]")
+        if self.idle_lock:
+            lines.append(f"idle_lock = {int(self.idle_lock)}")
+        if self.keyring:
+            lines.append("keyring = true")
         return "\n".join(lines) + "\n"
 
 
-_FIELD_TYPES = {"cipher_dir": str, "mountpoint": str, "linger": (int, str), "extpass": str, "history": str}
+_FIELD_TYPES = {
+    "cipher_dir": str,
+    "mountpoint": str,
+    "linger": (int, str),
+    "extpass": str,
+    "history": str,
+    "lock_on": (list, tuple),  # a list in TOML; the cache keeps the tuple
+    "idle_lock": (int, str),
+    "keyring": bool,
+}
 _REQUIRED = ("cipher_dir", "mountpoint")
 
 
@@ -145,7 +167,7 @@ def _parse(path, raw):
 # vaults.toml does not.  (A hand-formatted registry is parsed every time.)
 
 
-_CACHE_FORMAT = 2  # bump when Vault's fields or the cache's checks change
+_CACHE_FORMAT = 3  # bump when Vault's fields or the cache's checks change
 
 
 def _cache_file():
@@ -206,7 +228,7 @@ def _vault_from_table(path, name, table):
     for key, value in table.items():
         if key not in _FIELD_TYPES:
             raise _problem(path, f"vault {name!r} has an unknown key {key!r}")
-        if not isinstance(value, _FIELD_TYPES[key]) or isinstance(value, bool):
+        if not isinstance(value, _FIELD_TYPES[key]) or (isinstance(value, bool) and _FIELD_TYPES[key] is not bool):
             raise _problem(path, f"vault {name!r}: {key} has the wrong type ({type(value).__name__})")
     for key in _REQUIRED:
         if key not in table:
@@ -220,6 +242,16 @@ def _vault_from_table(path, name, table):
     history = table.get("history", "vault")
     if history not in HISTORY_CHOICES:
         raise _problem(path, f"vault {name!r}: history must be one of {', '.join(HISTORY_CHOICES)}")
+    lock_on = table.get("lock_on", list(LOCK_TRIGGERS))
+    for trigger in lock_on:
+        if trigger not in LOCK_TRIGGERS:
+            raise _problem(
+                path, f"vault {name!r}: lock_on may hold only {', '.join(map(repr, LOCK_TRIGGERS))} (or be [] for none)"
+            )
+    try:
+        idle_lock = parse_duration(table.get("idle_lock", 0))
+    except ValueError as exc:
+        raise _problem(path, f"vault {name!r}: idle_lock: {exc}") from None
     return Vault(
         name=name,
         cipher_dir=table["cipher_dir"],
@@ -227,6 +259,9 @@ def _vault_from_table(path, name, table):
         linger=linger,
         extpass=table.get("extpass"),
         history=history,
+        lock_on=tuple(dict.fromkeys(lock_on)),
+        idle_lock=idle_lock,
+        keyring=table.get("keyring", False),
     )
 
 
@@ -261,7 +296,8 @@ class _Locked:
 
 _HEADER = (
     "# nsshell vault registry; 'nsshell create' and 'nsshell remove' maintain it.\n"
-    "# Per vault: cipher_dir, mountpoint, linger (seconds or '5m'), extpass, history (vault|off|outer).\n"
+    "# Per vault: cipher_dir, mountpoint, linger (seconds or '5m'), extpass, history (vault|off|outer),\n"
+    "# lock_on (default [\"suspend\", \"screen-lock\", \"logout\"]), idle_lock ('30m'; 0: never), keyring.\n"
 )
 
 
@@ -325,3 +361,17 @@ def remove(name, path=None):
             raise NsshellError(f"no vault named {name!r}", NOT_FOUND)
         del vaults[name]
         _write(vaults, path)
+
+
+def update(name, path=None, **fields):
+    """Change fields of one vault in place (e.g. keyring = True); returns the new entry."""
+    path = path or paths.registry_file()
+    with _Locked():
+        vaults = load(path)
+        if name not in vaults:
+            raise NsshellError(f"no vault named {name!r}", NOT_FOUND)
+        vault = vaults[name]
+        for field, value in fields.items():
+            setattr(vault, field, value)
+        _write(vaults, path)
+    return vault

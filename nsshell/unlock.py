@@ -260,6 +260,9 @@ def ensure_open(name, source=None, hold=False):
             return False
         clear_stale(name, base)
         preflight(vault)
+        _say_why_it_locked(vault, base)
+        if vault.keyring and source.interactive and not extpass:
+            source = PassphraseSource(keyring=True)
         interactive = source.interactive and not extpass
         attempts = PASSPHRASE_ATTEMPTS if interactive else 1
         for attempt in range(1, attempts + 1):
@@ -279,6 +282,18 @@ def ensure_open(name, source=None, hold=False):
                     raise
                 sys.stderr.write("nsshell: wrong passphrase, try again\n")
     return False
+
+
+def _say_why_it_locked(vault, base):
+    """Once, after an auto-lock (nsshell.lockreason): why the vault was locked."""
+    from nsshell import lockreason
+
+    found = lockreason.take(vault.name, base)
+    if found is not None:
+        when, word = found
+        clock = time.strftime("%H:%M", time.localtime(when))
+        why = lockreason.describe(word, vault.idle_lock)
+        sys.stderr.write(f"nsshell: vault {vault.name!r} was locked at {clock}: {why}\n")
 
 
 def _open_already(name, base, hold):
@@ -317,6 +332,8 @@ class HolderStart:
             "hold": hold,
             "extpass": extpass,
             "history": vault.history,
+            "lock_on": vault.lock_on,
+            "idle_lock": vault.idle_lock,
             "runtime_dir": base,
         }
         self.name = vault.name

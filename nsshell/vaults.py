@@ -30,22 +30,9 @@ def create(name, source, cipher_dir=None, mountpoint=None):
         raise NsshellError(f"a vault named {name!r} already exists; pick another name", CONFLICT)
     cipher_dir = _absolute(cipher_dir) if cipher_dir else paths.default_cipher_dir(name)
     mountpoint = _absolute(mountpoint) if mountpoint else paths.default_mountpoint(name)
-    for label, path in (("cipher dir", cipher_dir), ("mountpoint", mountpoint)):
-        if "\n" in path:
-            raise NsshellError(f"the {label} path cannot contain a newline", USAGE)
-    if _inside(mountpoint, cipher_dir) or _inside(cipher_dir, mountpoint):
-        raise NsshellError("the mountpoint and the cipher dir must not be inside each other; choose separate directories", USAGE)
-    for other in existing.values():
-        if _inside(mountpoint, other.mountpoint) or _inside(other.mountpoint, mountpoint):
-            raise NsshellError(f"mountpoint {mountpoint} overlaps vault {other.name!r}'s; choose another", CONFLICT)
-        if os.path.realpath(cipher_dir) == os.path.realpath(other.cipher_dir):
-            raise NsshellError(f"cipher dir {cipher_dir} already belongs to vault {other.name!r}", CONFLICT)
+    _check_places(existing, cipher_dir, mountpoint)
     if os.path.exists(cipher_dir) and (not os.path.isdir(cipher_dir) or os.listdir(cipher_dir)):
         raise NsshellError(f"cipher dir {cipher_dir} exists and is not empty; choose an empty or new directory", CONFLICT)
-    if os.path.exists(mountpoint) and (not os.path.isdir(mountpoint) or os.listdir(mountpoint)):
-        raise NsshellError(f"mountpoint {mountpoint} exists and is not an empty directory; choose another", CONFLICT)
-    if os.path.lexists(mountpoint):
-        unlock.check_mountpoint_is_safe(mountpoint)  # ours, and nobody else can write there
     BACKEND.binary()
     passphrase = source.read(name, confirm=True)
 
@@ -60,6 +47,62 @@ def create(name, source, cipher_dir=None, mountpoint=None):
     except BaseException:
         if os.path.isdir(cipher_dir) and cipher_dir in made:
             shutil.rmtree(cipher_dir, ignore_errors=True)
+        for path in reversed(made):
+            try:
+                os.rmdir(path)
+            except OSError:
+                pass
+        raise
+    return vault
+
+
+def _check_places(existing, cipher_dir, mountpoint):
+    """Where a new or adopted vault may live: apart from each other and from other vaults."""
+    for label, path in (("cipher dir", cipher_dir), ("mountpoint", mountpoint)):
+        if "\n" in path:
+            raise NsshellError(f"the {label} path cannot contain a newline", USAGE)
+    if _inside(mountpoint, cipher_dir) or _inside(cipher_dir, mountpoint):
+        raise NsshellError("the mountpoint and the cipher dir must not be inside each other; choose separate directories", USAGE)
+    for other in existing.values():
+        if _inside(mountpoint, other.mountpoint) or _inside(other.mountpoint, mountpoint):
+            raise NsshellError(f"mountpoint {mountpoint} overlaps vault {other.name!r}'s; choose another", CONFLICT)
+        if os.path.realpath(cipher_dir) == os.path.realpath(other.cipher_dir):
+            raise NsshellError(f"cipher dir {cipher_dir} already belongs to vault {other.name!r}", CONFLICT)
+    if os.path.exists(mountpoint) and (not os.path.isdir(mountpoint) or os.listdir(mountpoint)):
+        raise NsshellError(f"mountpoint {mountpoint} exists and is not an empty directory; choose another", CONFLICT)
+    if os.path.lexists(mountpoint):
+        unlock.check_mountpoint_is_safe(mountpoint)  # ours, and nobody else can write there
+
+
+def adopt(name, source, cipher_dir, mountpoint=None):
+    """Register an existing gocryptfs directory (synced from another machine,
+    or left by 'remove'), once its passphrase is shown to open it.  Nothing in
+    the cipher dir is changed; on failure the registry is as it was."""
+    from nsshell import passwd
+
+    check_name(name)
+    existing = registry.load()
+    if name in existing:
+        raise NsshellError(f"a vault named {name!r} already exists; pick another name", CONFLICT)
+    cipher_dir = _absolute(cipher_dir)
+    mountpoint = _absolute(mountpoint) if mountpoint else paths.default_mountpoint(name)
+    if not os.path.isdir(cipher_dir):
+        raise NsshellError(f"cipher dir {cipher_dir} does not exist or is not a directory", USAGE)
+    if not BACKEND.is_cipher_dir(cipher_dir):
+        raise NsshellError(
+            f"{cipher_dir} has no gocryptfs.conf, so it is not a gocryptfs directory; "
+            "to make a new vault use 'nsshell create'",
+            USAGE,
+        )
+    _check_places(existing, cipher_dir, mountpoint)
+    BACKEND.binary()
+    passwd.check(cipher_dir, source.read(name))
+    made = _makedirs(mountpoint)
+    try:
+        unlock.seal_mountpoint(mountpoint)  # nothing may be written into the bare directory
+        vault = registry.Vault(name=name, cipher_dir=cipher_dir, mountpoint=mountpoint)
+        registry.add(vault)
+    except BaseException:
         for path in reversed(made):
             try:
                 os.rmdir(path)
@@ -176,8 +219,8 @@ def remove(name, purge=False, assume_yes=False):
     registry.remove(name)
     if purge:
         shutil.rmtree(vault.cipher_dir, ignore_errors=True)
-        try:
-            os.rmdir(vault.mountpoint)
-        except OSError:
-            pass
+    try:
+        os.rmdir(vault.mountpoint)  # only if empty: an empty ~/Vaults/NAME left behind is clutter
+    except OSError:
+        pass
     return vault

@@ -3,7 +3,10 @@
 # and (when started as root) an unprivileged user to run as, because
 # nsshell's whole point is that it needs no root, and root hides bugs.
 
-NSSHELL_APT_PACKAGES=(gocryptfs fuse3 python3-venv zsh tmux shellcheck util-linux procps strace pipx man-db zoxide)
+# dbus-daemon, python3-dbusmock and gnome-keyring: tests/desktop runs real buses with a mock
+# logind and a real keyring (dbusmock runs under /usr/bin/python3, outside the venv).
+NSSHELL_APT_PACKAGES=(gocryptfs fuse3 python3-venv zsh tmux shellcheck util-linux procps strace pipx man-db zoxide
+    dbus-daemon python3-dbusmock gnome-keyring)
 NSSHELL_REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
 say() {

@@ -1,0 +1,92 @@
+"""Why a vault locked by itself, told to the user twice.
+
+When an auto-lock trigger (nsshell.autolock) locks a vault, the keeper
+writes one line on the terminal of each session it is about to hang up
+(``nsshell: vault 'taxes' locked: the screen was locked``), and leaves
+``NAME.reason`` (0600, in the private runtime directory) for whoever opens
+the vault next: ``nsshell enter/run/open`` print it once and remove it.
+
+Imported by the keeper and on the unlock path: only ``os`` and ``time``.
+"""
+
+import os
+import time
+
+# The word a LOCK request carries (``LOCK force reason=WORD``), and what the user reads.
+REASONS = {
+    "suspend": "the system went to sleep",
+    "screen-lock": "the screen was locked",
+    "logout": "the desktop session ended",
+    "idle": "nothing used it for {idle}",
+    "autolock-failed": "its auto-lock watcher failed, and it locks rather than stay open unwatched (see its log)",
+}
+
+
+def reason_path(name, base):
+    return os.path.join(base, f"{name}.reason")
+
+
+def describe(word, idle_seconds=0):
+    text = REASONS.get(word, word)
+    return text.replace("{idle}", _duration(idle_seconds))
+
+
+def _duration(seconds):
+    seconds = int(seconds)
+    for unit, size in (("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def record(name, base, word):
+    """Leave NAME.reason: '<unix time> <word>'."""
+    path = reason_path(name, base)
+    tmp = f"{path}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    try:
+        os.write(fd, f"{int(time.time())} {word}\n".encode())
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def take(name, base):
+    """(unix time, word) from NAME.reason, which is removed; None if there is none."""
+    path = reason_path(name, base)
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(256)
+        os.unlink(path)
+    except OSError:
+        return None
+    when, _, word = raw.decode(errors="replace").strip().partition(" ")
+    if not when.isdigit() or word not in REASONS:
+        return None
+    return int(when), word
+
+
+def tell_terminals(pids, line):
+    """Write line on the terminal of each of pids (once per terminal), so a
+    user who comes back to a hung-up shell reads why.  Best effort: a
+    session without a terminal (a GUI program) has nothing to write on."""
+    seen = set()
+    for pid in pids:
+        for fd_number in (2, 0, 1):
+            try:
+                fd = os.open(f"/proc/{pid}/fd/{fd_number}", os.O_WRONLY | os.O_NOCTTY | os.O_NONBLOCK | os.O_CLOEXEC)
+            except OSError:
+                continue
+            try:
+                if not os.isatty(fd):
+                    continue
+                device = os.fstat(fd).st_rdev
+                if device in seen:
+                    break
+                seen.add(device)
+                os.write(fd, f"\r\n{line}\r\n".encode())
+                break
+            except OSError:
+                continue
+            finally:
+                os.close(fd)

@@ -1,0 +1,148 @@
+"""Unit tests of the desktop pieces that need no daemon: registry fields,
+the idle clock, the activity probe on real /proc files, lock reasons."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from nsshell import autolock, lockreason, registry
+from nsshell.errors import NsshellError
+
+
+def write(tmp_path, body):
+    path = tmp_path / "vaults.toml"
+    path.write_text(f'[vaults.v]\ncipher_dir = "/c/v"\nmountpoint = "/m/v"\n{body}')
+    return str(path)
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+
+
+def test_registry_defaults_lock_on_everything_and_no_idle_lock(tmp_path):
+    vault = registry.load(write(tmp_path, ""))["v"]
+    assert vault.lock_on == ("suspend", "screen-lock", "logout")
+    assert vault.idle_lock == 0 and vault.keyring is False
+    assert "lock_on" not in vault.to_toml() and "idle_lock" not in vault.to_toml()
+
+
+def test_registry_reads_and_writes_the_desktop_fields(tmp_path):
+    vault = registry.load(write(tmp_path, 'lock_on = []\nidle_lock = "30m"\nkeyring = true\n'))["v"]
+    assert vault.lock_on == () and vault.idle_lock == 1800 and vault.keyring is True
+    path = tmp_path / "again.toml"
+    path.write_text(vault.to_toml())
+    again = registry.load(str(path))["v"]
+    assert again == vault
+
+
+@pytest.mark.parametrize(
+    "body, words",
+    [
+        ('lock_on = ["sleep"]\n', "lock_on may hold only"),
+        ('lock_on = "suspend"\n', "lock_on has the wrong type"),
+        ('idle_lock = "soon"\n', "idle_lock: 'soon' is not a duration"),
+        ("keyring = 1\n", "keyring has the wrong type"),
+    ],
+)
+def test_registry_names_a_bad_desktop_field(tmp_path, body, words):
+    with pytest.raises(NsshellError) as caught:
+        registry.load(write(tmp_path, body))
+    assert words in caught.value.message
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+    def sleep(self, seconds):
+        self.now += seconds
+
+
+class FakeProbe:
+    source = "io"
+
+    def __init__(self, readings):
+        self.readings = list(readings)
+
+    def read(self):
+        return self.readings.pop(0) if self.readings else self.last
+
+    @property
+    def last(self):
+        return 7
+
+
+class FakeLocker:
+    def __init__(self):
+        self.words = []
+
+    def lock(self, word):
+        self.words.append(word)
+
+
+def test_idle_clock_restarts_at_every_change(capsys):
+    clock, locker = FakeClock(), FakeLocker()
+    # moves at 10, 20, 30 s (interval = 10 s for 100 s), then stays at 7
+    probe = FakeProbe([1, 2, 3, 4] + [7] * 20)
+    autolock.watch_idle(locker, 100, probe, clock=clock, sleep=clock.sleep)
+    assert locker.words == ["idle"]
+    assert clock.now == 140.0  # last change seen at 40 s, then 100 s quiet
+
+
+def test_idle_watch_ends_quietly_when_the_backend_is_gone():
+    clock, locker = FakeClock(), FakeLocker()
+    probe = FakeProbe([1, None])
+    autolock.watch_idle(locker, 30, probe, clock=clock, sleep=clock.sleep)
+    assert locker.words == []
+
+
+def test_activity_probe_counts_io_of_a_readable_process():
+    child = subprocess.Popen([sys.executable, "-c", "import sys; [sys.stdout.write(l) for l in sys.stdin]"],
+                             stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    try:
+        probe = autolock.ActivityProbe(child.pid)
+        first = probe.read()
+        child.stdin.write("x" * 100000 + "\n")
+        child.stdin.flush()
+        import time
+
+        deadline = time.monotonic() + 30
+        while probe.read() == first and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert probe.read() != first and probe.source == "io"
+    finally:
+        child.stdin.close()
+        child.wait()
+
+
+def test_activity_probe_falls_back_to_cpu_time_where_io_is_unreadable():
+    """/proc/1/io belongs to root (init): unreadable for a normal user, like a
+    non-dumpable gocryptfs.  /proc/1/stat is readable by anyone."""
+    if os.geteuid() == 0:
+        pytest.skip("root can read every /proc/PID/io; the suite runs as a normal user (scripts/test)")
+    probe = autolock.ActivityProbe(1)
+    value = probe.read()
+    assert probe.source == "cpu" and isinstance(value, int)
+
+
+def test_lock_reason_is_taken_once(tmp_path):
+    lockreason.record("v", str(tmp_path), "screen-lock")
+    assert oct((tmp_path / "v.reason").stat().st_mode & 0o777) == "0o600"
+    when, word = lockreason.take("v", str(tmp_path))
+    assert word == "screen-lock" and lockreason.describe(word) == "the screen was locked"
+    assert lockreason.take("v", str(tmp_path)) is None
+    assert lockreason.describe("idle", 1800) == "nothing used it for 30m"
+
+
+def test_a_lock_request_with_an_unknown_reason_carries_none():
+    from nsshell.holder import _lock_reason
+
+    assert _lock_reason(["force", "reason=suspend"]) == "suspend"
+    assert _lock_reason(["force", "reason=../../etc"]) is None
+    assert _lock_reason(["force"]) is None
