@@ -175,12 +175,23 @@ def session_bus_rules():
 
 
 def _listen(conn, rules, locker, bus):
-    """Until the connection drops: lock on the first signal that matches."""
+    """Until the connection drops: lock on the first signal that matches.
+
+    The bus daemon filters by sender (it resolves org.freedesktop.login1 to
+    its current owner); messages carry the owner's unique name, so the local
+    check leaves the sender out."""
+    import copy
+
     _add_matches(conn, [rule for rule, _, _ in rules])
+    local = []
+    for rule, word, wanted in rules:
+        without_sender = copy.copy(rule)
+        without_sender.header_fields = {k: v for k, v in rule.header_fields.items() if k != "sender"}
+        local.append((without_sender, word, wanted))
     log(f"watching the {bus} bus for: {', '.join(sorted({word for _, word, _ in rules}))}")
     while True:
         message = conn.receive()
-        for rule, word, wanted in rules:
+        for rule, word, wanted in local:
             if rule.matches(message) and wanted(message.body):
                 locker.lock(word)
 

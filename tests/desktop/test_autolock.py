@@ -58,7 +58,8 @@ def wait_locked(world, name="taxes", timeout=60.0):
     """Seconds until the socket is gone (no new session can join), and until
     every holder and gocryptfs process of the world has exited (unmounted)."""
     start = time.monotonic()
-    wait_for(lambda: not socket_of(world, name).exists(), f"{name} to stop serving", timeout)
+    log = log_of(world, name)
+    wait_for(lambda: not socket_of(world, name).exists(), f"{name} to stop serving; its log:\n{log}", timeout)
     refused = time.monotonic() - start
     wait_for(lambda: not world.holder_pids(), f"{name}'s holder and gocryptfs to exit", timeout)
     return refused, time.monotonic() - start
