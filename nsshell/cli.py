@@ -201,6 +201,10 @@ def cmd_status(args):
         print(f"  mountpoint: {row['mountpoint']}")
         print(f"  cipher dir: {row['cipher_dir']}")
         print(f"  linger:     {row['linger']}s" + ("; held open until 'nsshell lock'" if row.get("hold") else ""))
+        print(f"  locks on:   {', '.join(row['lock_on']) or 'nothing (lock_on = [])'}"
+              + (f"; idle for {row['idle_lock']}s" if row["idle_lock"] else ""))
+        if row["keyring"]:
+            print("  keyring:    passphrase stored ('nsshell keyring remove' forgets it)")
     return 0
 
 

@@ -158,6 +158,9 @@ def overview(only=None, detail=False):
         if detail:
             row["linger"] = vault.linger
             row["history"] = vault.history
+            row["lock_on"] = list(vault.lock_on)
+            row["idle_lock"] = vault.idle_lock
+            row["keyring"] = vault.keyring
             row["hold"] = bool(status and status.get("hold"))
             row["session_pids"] = (status or {}).get("sessions", [])
             row["error"] = (status or {}).get("error")

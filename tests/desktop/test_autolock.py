@@ -169,6 +169,8 @@ def test_lock_on_empty_turns_it_off(desktop):
     assert socket_of(world, "taxes").exists()
     assert world.state("taxes")["state"] == "open"
     assert "watching" not in log_of(world, "taxes")
+    assert "locks on:   nothing (lock_on = [])" in world.run("status", "taxes").stdout
+    assert "locks on:   suspend, screen-lock, logout" in world.run("status", "other").stdout
 
 
 def test_without_any_bus_nothing_breaks(world):

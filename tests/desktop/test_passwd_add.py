@@ -7,8 +7,6 @@ import subprocess
 
 import pytest
 
-from conftest import PASSPHRASE
-
 pytestmark = pytest.mark.namespaces
 
 NEW = "a brand new passphrase"
