@@ -131,8 +131,8 @@ def test_trigger_hangs_up_a_shell_which_keeps_its_history_in_the_vault(desktop, 
 
 
 def test_only_the_chosen_triggers_and_only_our_session_count(desktop):
-    """lock_on = ["logout"]: suspend, a screen lock, the end of another session
-    and PrepareForSleep(false) all pass; the end of our session locks.  The
+    """lock_on = ["logout"]: suspend, a screen lock, another session's lock and
+    end, and PrepareForSleep(false) all pass; the end of our session locks.  The
     signals are sent in that order on one bus, and the holder reads them in
     order, so the recorded reason proves the earlier ones were ignored."""
     world = desktop
@@ -146,6 +146,7 @@ def test_only_the_chosen_triggers_and_only_our_session_count(desktop):
     system.prepare_for_sleep(False)
     system.prepare_for_sleep(True)
     system.lock_session()
+    system.lock_session("c8")
     system.remove_session("c8")
     world.session_bus.screensaver_active(True)
     system.remove_session()
@@ -153,6 +154,27 @@ def test_only_the_chosen_triggers_and_only_our_session_count(desktop):
     again = world.inside("taxes", "true")
     assert "the desktop session ended" in again.stderr, again.stderr
     assert "watching the session bus" not in log_of(world, "taxes")
+
+
+def test_other_sessions_and_waking_up_do_not_lock(desktop):
+    """With every trigger on: another session's lock and end, and
+    PrepareForSleep(false) (waking up) pass; then a suspend locks, and the
+    recorded reason is the suspend."""
+    world = desktop
+    world.create("taxes")
+    world.open("taxes")
+    wait_watching(world, "taxes", "system")
+    system = world.system_bus
+    system.call("org.freedesktop.login1", "/org/freedesktop/login1", "org.freedesktop.DBus.Mock", "AddSession",
+                "ssusb", ("c8", "seat0", os.getuid(), "tester", True))
+    system.lock_session("c8")
+    system.remove_session("c8")
+    system.prepare_for_sleep(False)
+    world.session_bus.screensaver_active(False)
+    system.prepare_for_sleep(True)
+    wait_locked(world)
+    again = world.inside("taxes", "true")
+    assert "the system went to sleep" in again.stderr, again.stderr
 
 
 def test_lock_on_empty_turns_it_off(desktop):

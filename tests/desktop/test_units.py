@@ -73,6 +73,9 @@ class FakeProbe:
     def read(self):
         return self.readings.pop(0) if self.readings else self.last
 
+    def moved(self, before, now):
+        return before != now
+
     @property
     def last(self):
         return 7
@@ -100,6 +103,16 @@ def test_idle_watch_ends_quietly_when_the_backend_is_gone():
     probe = FakeProbe([1, None])
     autolock.watch_idle(locker, 30, probe, clock=clock, sleep=clock.sleep)
     assert locker.words == []
+
+
+def test_cpu_time_counts_as_use_only_from_two_ticks_on():
+    """Garbage collection adds a tick now and then to an idle gocryptfs."""
+    probe = autolock.ActivityProbe(None)
+    probe.source = "cpu"
+    assert not probe.moved(29, 30)
+    assert probe.moved(29, 31)
+    io = autolock.ActivityProbe(None)
+    assert io.moved(10659, 11523) and not io.moved(10659, 10659)
 
 
 def test_activity_probe_counts_io_of_a_readable_process():
