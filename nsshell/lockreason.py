@@ -41,9 +41,11 @@ def _duration(seconds):
 
 def record(name, base, word):
     """Leave NAME.reason: '<unix time> <word>'."""
+    from nsshell.paths import create_private_file
+
     path = reason_path(name, base)
     tmp = f"{path}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    fd = create_private_file(tmp)  # never written through a planted symlink or file
     try:
         os.write(fd, f"{int(time.time())} {word}\n".encode())
     finally:

@@ -38,6 +38,17 @@ def test_registry_reads_and_writes_the_desktop_fields(tmp_path):
     assert again == vault
 
 
+def test_registry_cache_keeps_the_desktop_fields(tmp_path):
+    """The parsed-registry cache is used only if it renders back to the file;
+    it must for a vault with every desktop field set."""
+    vault = registry.Vault("v", "/c/v", "/m/v", lock_on=("logout",), idle_lock=90, keyring=True)
+    path = tmp_path / "vaults.toml"
+    path.write_text(registry._render({"v": vault}))
+    assert registry.load(str(path))["v"] == vault  # parsed, then cached
+    cached = registry._cached(str(path), path.read_bytes())
+    assert cached is not None and cached["v"] == vault
+
+
 @pytest.mark.parametrize(
     "body, words",
     [
