@@ -159,6 +159,7 @@ def exec_inside(name, argv, extra_env=None, passphrase_source=None, session=Fals
             history = env["NSSHELL_HISTORY"] = "off"  # never fall back to the outer history
     if history == "vault":
         env["NSSHELL_HISTDIR"] = marker
+    kernel.restore_core_limit()  # set to 0 while a passphrase was here; exec resets dumpability
     try:
         os.execvpe(argv[0], argv, env)
     except FileNotFoundError:

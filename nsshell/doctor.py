@@ -158,15 +158,136 @@ def check_registry():
 
 
 def check_ptrace_scope():
+    """Yama restricts attach-mode access (ptrace, /proc/PID/mem, pidfd_getfd)
+    to a process's ancestors; it never restricts opening /proc/PID/fd/N."""
     value = _read("/proc/sys/kernel/yama/ptrace_scope")
-    if value in (None, "0"):
-        detail = "Yama is not active" if value is None else "kernel.yama.ptrace_scope=0"
+    if value is None:
         return Check(
-            "ptrace restriction", "warn",
-            f"{detail}: while a vault is open, your other processes can read gocryptfs's memory (and its key)",
-            "sudo sysctl kernel.yama.ptrace_scope=1 (Ubuntu's default); see SECURITY.md",
+            "ptrace restriction (Yama)", "warn",
+            "this kernel has no Yama, so 'sysctl kernel.yama.ptrace_scope' cannot be set: your other processes may "
+            "ptrace each other; only a hardened gocryptfs keeps them from its memory (see the check below)",
+            "install the hardened gocryptfs (below); a kernel built with Yama (CONFIG_SECURITY_YAMA) would add ptrace_scope",
         )
-    return Check("ptrace restriction", "ok", f"kernel.yama.ptrace_scope={value}")
+    if value == "0":
+        return Check(
+            "ptrace restriction (Yama)", "warn",
+            "kernel.yama.ptrace_scope=0: your other processes may ptrace each other (and read process memory)",
+            "sudo sysctl kernel.yama.ptrace_scope=1 (Ubuntu's default; limits ptrace, /proc/PID/mem and pidfd_getfd "
+            "to ancestors; it does not stop /proc/PID/fd opens)",
+        )
+    return Check("ptrace restriction (Yama)", "ok", f"kernel.yama.ptrace_scope={value}: ptrace limited to ancestors")
+
+
+def check_backend_protection():
+    """Whether the key in gocryptfs's memory is out of reach of the user's other processes."""
+    from nsshell.backend import BACKEND, HARDEN_COMMANDS, HARDENED_PATH, OVERRIDE_VARIABLE, is_protected
+
+    title = "gocryptfs memory protection"
+    try:
+        binary = BACKEND.binary()
+    except NsshellError as exc:
+        return Check(title, "fail", str(exc))
+    if is_protected(binary):
+        detail = (
+            f"{binary} is execute-only (root, mode {os.stat(binary).st_mode & 0o7777:04o}): it runs non-dumpable, so "
+            "your other processes cannot read its memory (the master key), environment or fds, nor ptrace it"
+        )
+        stale = _version_differs(binary)
+        if stale:
+            return Check(title, "warn", f"{detail}; but {stale}", f"refresh it: {HARDEN_COMMANDS}")
+        return Check(title, "ok", detail)
+    where = f"{OVERRIDE_VARIABLE}={binary}" if os.environ.get(OVERRIDE_VARIABLE) else binary
+    return Check(
+        title, "warn",
+        f"{where} is readable by you, so it runs dumpable: while a vault is open your other processes can read its "
+        f"memory (the master key) where ptrace is unrestricted, and its fds and environment always",
+        f"have an admin install an execute-only copy at {HARDENED_PATH}, which nsshell then uses: {HARDEN_COMMANDS}",
+    )
+
+
+def _version_differs(hardened):
+    """A sentence if the hardened copy is another version than gocryptfs in PATH."""
+    from nsshell.backend import _which
+
+    packaged = _which("gocryptfs")
+    if not packaged or os.path.realpath(packaged) == os.path.realpath(hardened):
+        return None
+    versions = []
+    for binary in (hardened, packaged):
+        try:
+            out = subprocess.run([binary, "-version"], capture_output=True, text=True, timeout=10).stdout.split()
+        except (OSError, subprocess.SubprocessError):
+            return None
+        versions.append(out[1].rstrip(";") if len(out) > 1 else "unknown")
+    if versions[0] == versions[1]:
+        return None
+    return f"it is gocryptfs {versions[0]} while {packaged} is {versions[1]}"
+
+
+def check_protections():
+    """One line that says which of the passphrase and key protections are on."""
+    from nsshell.backend import BACKEND, is_protected
+
+    try:
+        hardened = is_protected(BACKEND.binary())
+    except NsshellError:
+        hardened = False
+    yama = _read("/proc/sys/kernel/yama/ptrace_scope")
+    on = [
+        "passphrase carried over sockets only (no pipe another process can open through /proc)",
+        "nsshell non-dumpable with no core dump while it holds a passphrase",
+        "gocryptfs started with a scrubbed environment and none of your fds",
+    ]
+    off = []
+    (on if hardened else off).append("gocryptfs execute-only and non-dumpable")
+    (on if yama not in (None, "0") else off).append("Yama ptrace restriction")
+    detail = "on: " + "; ".join(on) + (". off: " + "; ".join(off) if off else "")
+    return Check("protections", "ok" if not off else "warn", detail, "see the two checks above" if off else "")
+
+
+def _real_uid(pid):
+    with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as f:
+        for line in f:
+            if line.startswith("Uid:"):
+                return int(line.split()[1])
+    return None
+
+
+def check_runtime_dirs_in_use():
+    """Vaults open from two runtime directories mean terminals disagree on
+    XDG_RUNTIME_DIR; each vault still has one backend (its cipher directory
+    is locked), but a terminal sees only the vaults of its own directory."""
+    here = paths.runtime_base()
+    in_use = {}
+    uid = os.getuid()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            if _real_uid(entry) != uid:  # holders are non-dumpable: /proc/PID itself belongs to root
+                continue
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+            if b"nsshell.holder" not in argv:
+                continue
+            at = argv.index(b"nsshell.holder")
+            directory = os.fsdecode(argv[at + 2])
+            if os.stat(directory).st_uid != uid:
+                continue
+            in_use.setdefault(directory, set()).add(os.fsdecode(argv[at + 1]))
+        except (OSError, IndexError):
+            continue
+    title = "runtime directories"
+    if len(in_use) < 2 and (not in_use or here in in_use):
+        return Check(title, "ok", f"vaults open from {here}" if in_use else "no vault open")
+    listing = "; ".join(f"{d} ({', '.join(sorted(names))})" for d, names in sorted(in_use.items()))
+    return Check(
+        title, "warn",
+        f"vaults are open from {len(in_use)} runtime director{'ies' if len(in_use) != 1 else 'y'}: {listing}; "
+        f"this terminal uses {here} and sees only the vaults open there",
+        "set XDG_RUNTIME_DIR the same in every terminal (log in through systemd-logind or elogind); "
+        "'nsshell lock NAME' finds a vault wherever it is open",
+    )
 
 
 def check_namespace_handles():
@@ -280,7 +401,10 @@ def run_checks():
         check_user_namespaces(),
         check_runtime_dir(),
         check_registry(),
+        check_runtime_dirs_in_use(),
         check_ptrace_scope(),
+        check_backend_protection(),
+        check_protections(),
         check_namespace_handles(),
         check_autolock(),
     ]

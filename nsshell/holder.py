@@ -26,8 +26,11 @@ signals reach it when the socket cannot (they need only the same uid):
   SIGUSR1 (RECREATE_SOCKET_SIGNAL) -> re-create the socket file if it is gone or replaced
   SIGTERM (LOCK_SIGNAL)            -> lock now, ending sessions (like "LOCK force")
 
-The passphrase is never read here: the client hands us the read end of a
-pipe that already holds it, and it becomes gocryptfs's stdin.
+The passphrase is never read here: the client hands us one end of an
+AF_UNIX socketpair that holds it (or soon will), and it becomes gocryptfs's
+stdin.  The holder is non-dumpable before the passphrase is sent, and keeps
+an flock on the vault's cipher directory for its whole life, so that one
+cipher directory never gets two backends, whatever the runtime directory.
 """
 
 import errno
@@ -46,7 +49,7 @@ import time
 
 from nsshell import errors, kernel, paths
 from nsshell.kernel import process_start_time
-from nsshell.backend import BACKEND
+from nsshell.backend import BACKEND, backend_environment
 from nsshell.errors import BUSY, CONFLICT, FAILURE, UNSAFE, NsshellError
 
 FIRST_JOIN_GRACE = 30.0  # seconds a freshly unlocked vault waits for its first session
@@ -849,6 +852,42 @@ def write_state(name, runtime_dir, **fields):
         raise paths.runtime_file_error(path, exc) from None
 
 
+def runtime_dir_serving(cipher_dir):
+    """The runtime directory of the holder that keeps cipher_dir locked
+    (Supervisor.run), or None.
+
+    Holders carry NAME and RUNTIME_DIR in their argv (holder_command_line)."""
+    try:
+        pid = kernel.flock_owner(cipher_dir)
+        if pid is None or pid <= 0:
+            return None
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv = f.read().split(b"\0")
+        if b"nsshell.holder" not in argv:
+            return None
+        where = argv[argv.index(b"nsshell.holder") + 2]
+        return os.fsdecode(where)
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def open_elsewhere_error(name, cipher_dir, base):
+    other = runtime_dir_serving(cipher_dir)
+    if other is None:
+        return NsshellError(
+            f"vault {name!r} is already served by another nsshell holder (its cipher directory {cipher_dir} is "
+            "locked); use it, or lock it, from the terminal that opened it",
+            BUSY,
+        )
+    if other == base:
+        return NsshellError(f"vault {name!r} is still being locked or opened by another nsshell", BUSY)
+    return NsshellError(
+        f"vault {name!r} is already open from another runtime directory, {other} (this terminal uses {base}: "
+        f"XDG_RUNTIME_DIR differs); use it from there, or run 'nsshell lock {name}' and open it again here",
+        BUSY,
+    )
+
+
 class Supervisor:
     def __init__(self, spec, passphrase_fd, status_fd):
         self.spec = spec
@@ -871,6 +910,14 @@ class Supervisor:
 
     def run(self):
         kernel.set_process_name("nsshell-holder")
+        # One backend per cipher directory, whatever the runtime directory:
+        # this flock lasts as long as this process and the keeper forked below
+        # (CLOEXEC: gocryptfs does not get it).  Taken before the backend starts.
+        self.cipher_lock = kernel.lock_directory(self.spec["cipher_dir"])
+        if self.cipher_lock is None:
+            self.report(errors.to_line(open_elsewhere_error(self.name, self.spec["cipher_dir"], self.runtime_dir)))
+            cleanup_runtime_files(self.name, self.runtime_dir)
+            return
         me = os.getpid()
         write_state(self.name, self.runtime_dir, supervisor=[me, process_start_time(me)], keeper=None, backend=None)
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -880,12 +927,12 @@ class Supervisor:
             os.close(self.passphrase_fd)
             if self.status is not None:
                 self.status.close()
+            # Dumpable only now that the passphrase socket is closed: the keeper
+            # must write its own uid_map before it goes non-dumpable itself.
+            kernel.make_dumpable_again()
             run_keeper(self.spec, theirs)
             os._exit(0)
         theirs.close()
-        # Only now: the keeper inherits dumpability, and must still be able
-        # to write its own uid_map before it goes non-dumpable itself.
-        kernel.make_undumpable()
         keeper_fd = kernel.pidfd_open(self.keeper_pid)
         try:
             self.start_backend(ours)
@@ -921,15 +968,17 @@ class Supervisor:
         signal.set_wakeup_fd(wake_w)
         argv = BACKEND.serve_argv(self.spec["cipher_dir"], fuse_fd, os.getpid())
         argv.insert(1, "-nosyslog")
-        if self.spec.get("extpass"):
-            argv[2:2] = ["-extpass", self.spec["extpass"]]
+        environment = backend_environment()
         pid = os.fork()
         if pid == 0:
             try:
+                # stdin: the passphrase socket (never a pipe: NAMESPACE-FACTS 20);
+                # stdout and stderr: the vault's log; and the FUSE fd.  Nothing else.
                 os.dup2(self.passphrase_fd, 0)
                 os.set_inheritable(fuse_fd, True)
+                _close_fds_except(0, 1, 2, fuse_fd)
                 signal.signal(signal.SIGUSR1, signal.SIG_DFL)
-                os.execv(argv[0], argv)
+                os.execve(argv[0], argv, environment)
             finally:
                 os._exit(127)
         os.close(fuse_fd)
@@ -1071,12 +1120,21 @@ def main(argv):
     init (or the session's subreaper) instead of becoming a child of whatever
     command the client execs next."""
     spec_fd, passphrase_fd, status_fd = (int(x) for x in argv[2:])
+    # The holder and gocryptfs live as long as the vault is open: keep none
+    # of the caller's fds (`exec 7<file; nsshell open v` would keep file open
+    # in all three) and not its cwd (which would stay busy).
+    os.chdir("/")
+    _close_fds_except(0, 1, 2, spec_fd, passphrase_fd, status_fd)
     # pass_fds made these inheritable; gocryptfs must not inherit the status
-    # pipe, or the client would wait for gocryptfs to exit before it sees EOF.
+    # socket, or the client would wait for gocryptfs to exit before it sees EOF.
     for fd in (passphrase_fd, status_fd):
         os.set_inheritable(fd, False)
+    # Non-dumpable before the client (which waits for this process to exit)
+    # sends the passphrase: the supervisor forked below inherits it, so no
+    # other process of the user can take the passphrase socket from it.
+    kernel.make_undumpable()
     with os.fdopen(spec_fd, "rb") as f:
-        spec = marshal.loads(f.read())  # from our own client over a private pipe
+        spec = marshal.loads(f.read())  # from our own client over a private socket
     try:
         paths.check_private_dir(spec["runtime_dir"])
     except NsshellError as exc:
@@ -1111,6 +1169,19 @@ def main(argv):
             pass
         cleanup_runtime_files(spec["name"], spec["runtime_dir"])
     os._exit(0)
+
+
+def _close_fds_except(*keep):
+    """Close every fd of this process but those in keep."""
+    low = 0
+    for fd in sorted(set(keep)):
+        if fd > low:
+            os.closerange(low, fd)
+        low = fd + 1
+    os.closerange(low, MAX_FD)
+
+
+MAX_FD = 1 << 20  # os.closerange uses close_range(2): the bound costs nothing
 
 
 if __name__ == "__main__":

@@ -107,10 +107,117 @@ def _write_proc_self(name, text):
         os.close(fd)
 
 
+def _libc_quick(name, *args):
+    """A libc call through _ctypes alone: the ctypes package costs more to
+    import than the whole unlock path, and these calls sit on it.  A failure
+    is repeated through ctypes, which reports errno."""
+    global _libc_handle
+    import _ctypes
+
+    if _libc_handle is None:
+        _libc_handle = _ctypes.dlopen(None, os.RTLD_NOW)
+    result = _ctypes.call_function(_ctypes.dlsym(_libc_handle, name), args)
+    if result == -1:
+        return _libc_call(name, *args)
+    return result
+
+
+_libc_handle = None
+
+
 def make_undumpable():
-    """Stop same-user processes from ptracing us, opening /proc/PID/ns/* or
-    walking /proc/PID/root.  This is what keeps the holder unenterable."""
-    _libc_call("prctl", PR_SET_DUMPABLE, 0, 0, 0, 0)
+    """Stop same-user processes from ptracing us, opening /proc/PID/ns/*,
+    /proc/PID/fd/* or /proc/PID/mem, or walking /proc/PID/root, and stop the
+    kernel from writing a core dump of us.  This is what keeps the holder
+    unenterable."""
+    _libc_quick("prctl", PR_SET_DUMPABLE, 0, 0, 0, 0)
+
+
+def make_dumpable_again():
+    """Undo make_undumpable in a child forked from a non-dumpable parent that
+    must still write its own /proc/self/uid_map (NAMESPACE-FACTS 1)."""
+    _libc_quick("prctl", PR_SET_DUMPABLE, 1, 0, 0, 0)
+
+
+RLIMIT_CORE = 4
+RLIM_INFINITY = (1 << 64) - 1
+_saved_core_limit = None
+
+
+def keep_secrets_out_of_core_dumps():
+    """Before a passphrase enters this process: no core dump, no /proc/PID/mem,
+    /proc/PID/fd or ptrace for other processes of the user (non-dumpable), and
+    a core limit of 0 as well (so even fs.suid_dumpable=2 writes nothing).
+    exec resets dumpability; restore_core_limit puts the limit back first."""
+    global _saved_core_limit
+    if _saved_core_limit is None:
+        _saved_core_limit = _core_limit()
+        _set_core_limit(0, _saved_core_limit[1])
+    make_undumpable()
+
+
+def restore_core_limit():
+    """Give the command we exec next the core limit its caller had."""
+    global _saved_core_limit
+    if _saved_core_limit is not None:
+        _set_core_limit(*_saved_core_limit)
+        _saved_core_limit = None
+
+
+def _core_limit():
+    """(soft, hard) RLIMIT_CORE, read from /proc/self/limits (the resource
+    module would be one more import on the unlock path)."""
+    with open("/proc/self/limits", encoding="ascii") as f:
+        for line in f:
+            if line.startswith("Max core file size"):
+                soft, hard = line.split()[4:6]
+                return tuple(RLIM_INFINITY if v == "unlimited" else int(v) for v in (soft, hard))
+    return (0, RLIM_INFINITY)
+
+
+def _set_core_limit(soft, hard):
+    import sys
+
+    limits = soft.to_bytes(8, sys.byteorder) + hard.to_bytes(8, sys.byteorder)  # struct rlimit
+    _libc_quick("setrlimit", RLIMIT_CORE, limits)
+
+
+def lock_directory(path):
+    """An fd holding an exclusive flock on directory path, or None if another
+    open file holds one.  The fd is close-on-exec: the lock lasts exactly as
+    long as the processes that own it, and never passes to what they exec."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        _libc_quick("flock", fd, LOCK_EX | LOCK_NB)  # not fcntl: one more import on the unlock path
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+LOCK_EX = 2
+LOCK_NB = 4
+
+
+def flock_owner(path):
+    """pid of the process that took the flock on path (from /proc/locks), or None.
+
+    That pid is the process that called flock; the lock itself lives as long
+    as any process holding the open file (its forked children too)."""
+    info = os.stat(path)
+    wanted = f"{os.major(info.st_dev):02x}:{os.minor(info.st_dev):02x}:{info.st_ino}"
+    try:
+        with open("/proc/locks", encoding="ascii", errors="replace") as f:
+            for line in f:
+                fields = line.split()
+                if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5] == wanted:  # waiters say "->"
+                    return int(fields[4])
+    except (OSError, ValueError):
+        return None
+    return None
 
 
 def set_process_name(name):

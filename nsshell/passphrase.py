@@ -1,20 +1,26 @@
 """Where a passphrase comes from: a file, a program, or the terminal.
 
-A passphrase is bytes that go from here straight into a pipe; it is never
-put in argv, the environment, a file of ours or a log.
+A passphrase is bytes that go from here straight into an AF_UNIX socket; it
+is never put in argv, the environment, a file of ours, a pipe or a log.
+Before one is read, this process goes non-dumpable with a core limit of 0
+(kernel.keep_secrets_out_of_core_dumps): no core dump, and no other process
+of the user can open our /proc/PID/fd, mem or environ.
 """
 
 import os
 
+from nsshell import kernel
 from nsshell.errors import BAD_PASSPHRASE, USAGE, NsshellError
+
+EXTPASS_LIMIT = 65536
 
 
 class PassphraseSource:
     """How to obtain the passphrase for one vault.
 
     passfile: path whose first line is the passphrase ('-' for stdin), the
-    gocryptfs convention.  extpass: a program gocryptfs runs itself (it
-    prints the passphrase), so we never see it.  Otherwise: the terminal.
+    gocryptfs convention.  extpass: a program that prints the passphrase
+    (read_extpass).  Otherwise: the terminal.
     """
 
     def __init__(self, passfile=None, extpass=None, keyring=False):
@@ -31,8 +37,11 @@ class PassphraseSource:
         return self.passfile is None and self.extpass is None
 
     def read(self, name, confirm=False):
+        kernel.keep_secrets_out_of_core_dumps()
         if self.passfile is not None:
             return read_passfile(self.passfile)
+        if self.extpass is not None:
+            return read_extpass(self.extpass)
         if self.keyring and not confirm:
             if not self._keyring_used:
                 self._keyring_used = True
@@ -50,6 +59,50 @@ class PassphraseSource:
                 )
                 self.keyring = False
         return prompt(f"Passphrase for {name}: ", confirm=confirm)
+
+
+def read_extpass(program):
+    """Run program and take the first line it prints as the passphrase.
+
+    What gocryptfs -extpass does (split on spaces, no shell; stdin /dev/null;
+    stderr passed through), except that the program's stdout is a socket: when
+    gocryptfs ran it, the passphrase crossed a pipe that any process of the
+    user could open through /proc/PID/fd and read."""
+    import _socket
+
+    kernel.keep_secrets_out_of_core_dumps()
+    argv = [part for part in program.split(" ") if part]
+    if not argv:
+        raise NsshellError("the extpass program is empty; give a program that prints the passphrase", USAGE)
+    ours, theirs = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
+    null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        try:
+            pid = os.posix_spawnp(
+                argv[0], argv, os.environ, file_actions=[(os.POSIX_SPAWN_DUP2, null, 0), (os.POSIX_SPAWN_DUP2, theirs.fileno(), 1)]
+            )
+        except OSError as exc:
+            raise NsshellError(f"cannot run the extpass program {argv[0]}: {exc.strerror}", BAD_PASSPHRASE) from None
+        theirs.close()
+        raw = b""
+        while b"\n" not in raw and len(raw) <= EXTPASS_LIMIT:
+            chunk = ours.recv(4096)
+            if not chunk:
+                break
+            raw += chunk
+        ours.close()
+        _, status = os.waitpid(pid, 0)
+    finally:
+        ours.close()
+        theirs.close()
+        os.close(null)
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        raise NsshellError(f"the extpass program {argv[0]} failed (exit code {code}); nothing was unlocked", BAD_PASSPHRASE)
+    first = raw.split(b"\n", 1)[0].rstrip(b"\r")
+    if not first:
+        raise NsshellError(f"the extpass program {argv[0]} printed no passphrase", BAD_PASSPHRASE)
+    return first
 
 
 def read_passfile(path):

@@ -16,7 +16,7 @@ import time
 from nsshell import client, errors, kernel, paths, registry
 from nsshell.backend import BACKEND
 from nsshell.errors import BAD_PASSPHRASE, CONFLICT, FAILURE, UNSAFE, UNSUPPORTED, NsshellError
-from nsshell.holder import LOCK_SIGNAL, RECREATE_SOCKET_SIGNAL
+from nsshell.holder import LOCK_SIGNAL, RECREATE_SOCKET_SIGNAL, open_elsewhere_error, runtime_dir_serving
 from nsshell.kernel import process_start_time
 from nsshell.passphrase import PassphraseSource
 
@@ -250,7 +250,8 @@ def ensure_open(name, source=None, hold=False):
     this call unlocked it."""
     vault = registry.get(name)
     source = source or PassphraseSource()
-    extpass = source.extpass or vault.extpass
+    if source.interactive and vault.extpass:
+        source = PassphraseSource(extpass=vault.extpass)
     base = paths.runtime_dir()
     with VaultLock(name, base):
         if _open_already(name, base, hold):
@@ -261,16 +262,16 @@ def ensure_open(name, source=None, hold=False):
         clear_stale(name, base)
         preflight(vault)
         _say_why_it_locked(vault, base)
-        if vault.keyring and source.interactive and not extpass:
+        refuse_if_open_elsewhere(vault, base)
+        if vault.keyring and source.interactive:
             source = PassphraseSource(keyring=True)
-        interactive = source.interactive and not extpass
-        attempts = PASSPHRASE_ATTEMPTS if interactive else 1
+        attempts = PASSPHRASE_ATTEMPTS if source.interactive else 1
         for attempt in range(1, attempts + 1):
             # Start the holder first: it sets up the namespace and starts
             # gocryptfs while the passphrase is being typed (or read).
-            holder = HolderStart(vault, extpass, hold, base)
+            holder = HolderStart(vault, hold, base)
             try:
-                passphrase = None if extpass else source.read(name)
+                passphrase = source.read(name)
             except BaseException:
                 holder.abandon()
                 raise
@@ -296,6 +297,21 @@ def _say_why_it_locked(vault, base):
         sys.stderr.write(f"nsshell: vault {vault.name!r} was locked at {clock}: {why}\n")
 
 
+def refuse_if_open_elsewhere(vault, base):
+    """One backend per cipher directory, whatever the runtime directory.
+
+    Every holder keeps an flock on its vault's cipher directory while it
+    lives (nsshell.holder.Supervisor); that flock is the guarantee against
+    races.  This check only gives the clear message before a passphrase is
+    asked for, when the vault is open from a terminal with another
+    XDG_RUNTIME_DIR (or none: the /tmp fallback)."""
+    fd = kernel.lock_directory(vault.cipher_dir)
+    if fd is not None:
+        os.close(fd)
+        return
+    raise open_elsewhere_error(vault.name, vault.cipher_dir, base)
+
+
 def _open_already(name, base, hold):
     try:
         reply = client.request(name, "HOLD" if hold else "STATUS", base)
@@ -319,27 +335,30 @@ def holder_command_line(name, runtime_dir, spec_fd, passphrase_fd, status_fd):
 
 
 class HolderStart:
-    """A holder being started (holder_command_line) in a new session,
-    fed its spec on one pipe, the passphrase on another (which it hands to
-    gocryptfs unread), and answering READY or ERR on a third."""
+    """A holder being started (holder_command_line) in a new session, fed
+    its spec on one socket, the passphrase on another (which it hands to
+    gocryptfs unread), and answering READY or ERR on a third.
 
-    def __init__(self, vault, extpass, hold, base):
+    Sockets, not pipes: any process of the user can open a pipe through
+    /proc/PID/fd/N and read what crosses it; a socket there gives ENXIO
+    (NAMESPACE-FACTS 20)."""
+
+    def __init__(self, vault, hold, base):
         spec = {
             "name": vault.name,
             "cipher_dir": vault.cipher_dir,
             "mountpoint": vault.mountpoint,
             "linger": vault.linger,
             "hold": hold,
-            "extpass": extpass,
             "history": vault.history,
             "lock_on": vault.lock_on,
             "idle_lock": vault.idle_lock,
             "runtime_dir": base,
         }
         self.name = vault.name
-        spec_r, spec_w = os.pipe()
-        pass_r, self.pass_w = os.pipe2(os.O_CLOEXEC)
-        self.status_r, status_w = os.pipe2(os.O_CLOEXEC)
+        spec_w, spec_r = _socketpair()
+        self.pass_w, pass_r = _socketpair()
+        self.status_r, status_w = _socketpair()
         os.write(spec_w, marshal.dumps(spec))
         os.close(spec_w)
         argv = holder_command_line(vault.name, base, spec_r, pass_r, status_w)
@@ -347,8 +366,9 @@ class HolderStart:
             os.set_inheritable(fd, True)
         null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
         try:
-            # posix_spawn: cheaper than subprocess, and only these three pipes
-            # are inheritable (the vault lock's fd is CLOEXEC: NAMESPACE-FACTS 18).
+            # posix_spawn: cheaper than subprocess.  The holder closes every
+            # other fd it inherits from us first thing (the vault lock's fd is
+            # CLOEXEC anyway: NAMESPACE-FACTS 18).
             starter = os.posix_spawn(
                 sys.executable,
                 argv,
@@ -359,7 +379,10 @@ class HolderStart:
         finally:
             for fd in (spec_r, pass_r, status_w, null):
                 os.close(fd)
-        os.waitpid(starter, 0)  # it forks the real holder and exits at once
+        # It forks the real holder and exits at once; that holder is already
+        # non-dumpable, so the passphrase we send next can be taken from its
+        # socket by no other process.
+        os.waitpid(starter, 0)
 
     def abandon(self):
         """No passphrase after all: gocryptfs reads EOF and the holder ends."""
@@ -371,7 +394,7 @@ class HolderStart:
         try:
             if passphrase is not None:
                 os.write(self.pass_w, passphrase + b"\n")
-        except BrokenPipeError:
+        except (BrokenPipeError, ConnectionResetError):
             pass  # the holder failed already; its status line says why
         finally:
             os.close(self.pass_w)
@@ -385,6 +408,14 @@ class HolderStart:
         if text.startswith("ERR "):
             raise errors.from_line(text)
         raise NsshellError(f"the holder of vault {self.name!r} stopped without saying why; see 'nsshell doctor'", FAILURE)
+
+
+def _socketpair():
+    """Two connected AF_UNIX stream fds, both close-on-exec."""
+    import _socket  # the C module; client imported it already
+
+    a, b = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
+    return a.detach(), b.detach()
 
 
 def _read_all(fd, timeout):
@@ -404,6 +435,18 @@ def _read_all(fd, timeout):
         if chunk.endswith(b"\n"):
             break  # the holder says one line: READY or ERR ...
     return b"".join(chunks)
+
+
+def _runtime_dir_of_open_vault(name):
+    """Where vault name is open, when that is another runtime directory than
+    ours (a terminal with another XDG_RUNTIME_DIR opened it): lock it there."""
+    try:
+        other = runtime_dir_serving(registry.get(name).cipher_dir)
+        if other is not None:
+            paths.check_private_dir(other)
+        return other
+    except (NsshellError, OSError):
+        return None
 
 
 def holder_status(name, base=None):
@@ -428,7 +471,7 @@ def lock(name, force=False):
     request goes again; with force, if that does not help within
     RECREATE_WAIT, LOCK_SIGNAL makes the keeper lock by itself.  A timeout is
     never taken for "not open"."""
-    base = paths.runtime_dir()
+    base = _runtime_dir_of_open_vault(name) or paths.runtime_dir()
     line = "LOCK force" if force else "LOCK"
     if not _send_lock(name, base, line):
         with VaultLock(name, base):  # no unlock is half-way through while we look

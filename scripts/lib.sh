@@ -41,6 +41,26 @@ ensure_system_packages() {
             die "/dev/fuse is not usable by you; run: sudo chmod 0666 /dev/fuse"
         fi
     fi
+    ensure_hardened_gocryptfs
+}
+
+# The hardened gocryptfs (docs/install.md): a root-owned copy the user may
+# execute but not read, so the kernel runs it non-dumpable and no other
+# process of the user can read its memory (the master key) or its fds.
+# nsshell uses it when it is there.  As root only; refreshed when the
+# packaged gocryptfs changes.
+NSSHELL_HARDENED_GOCRYPTFS=/usr/local/libexec/nsshell/gocryptfs
+ensure_hardened_gocryptfs() {
+    local source
+    [[ $EUID -eq 0 ]] || return 0
+    source=$(command -v gocryptfs) || die "gocryptfs is not installed"
+    if ! cmp -s "$source" "$NSSHELL_HARDENED_GOCRYPTFS" \
+        || [[ $(stat -c '%U %a' "$NSSHELL_HARDENED_GOCRYPTFS") != "root 711" ]]; then
+        say "installing an execute-only copy of gocryptfs at $NSSHELL_HARDENED_GOCRYPTFS"
+        install -d -m 0755 "$(dirname "$NSSHELL_HARDENED_GOCRYPTFS")"
+        install -o root -g root -m 0711 "$source" "$NSSHELL_HARDENED_GOCRYPTFS.new.$$"
+        mv -f "$NSSHELL_HARDENED_GOCRYPTFS.new.$$" "$NSSHELL_HARDENED_GOCRYPTFS"
+    fi
 }
 
 # make_venv DIR EXTRAS: a venv in DIR/.venv with nsshell installed from DIR.

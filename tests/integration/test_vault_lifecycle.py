@@ -253,9 +253,19 @@ def test_nonempty_mountpoint_is_refused_and_kept(vault):
 
 
 def test_missing_gocryptfs_is_a_clear_error(vault):
-    result = vault.run("run", "taxes", "--passfile", vault.passfile, "--", "true", env={"PATH": os.path.dirname(vault.exe)})
+    from nsshell.backend import HARDENED_PATH
+
+    result = vault.run("run", "taxes", "--passfile", vault.passfile, "--", "/bin/true", env={"PATH": os.path.dirname(vault.exe)})
+    if os.path.exists(HARDENED_PATH):  # the hardened copy is used whatever PATH says
+        assert result.returncode == 0, result.stderr
+        vault.lock_all()
+    else:
+        assert result.returncode == 5
+        assert "gocryptfs is not installed" in result.stderr
+    result = vault.run("run", "taxes", "--passfile", vault.passfile, "--", "true", env={"NSSHELL_GOCRYPTFS": "/nowhere/gocryptfs"})
     assert result.returncode == 5
-    assert "gocryptfs is not installed" in result.stderr
+    assert "NSSHELL_GOCRYPTFS=/nowhere/gocryptfs is not an executable file" in result.stderr
+    assert result.stderr.count("\n") == 1
 
 
 @pytest.mark.parametrize("name", ["../x", "a/b", "", "-rf", "new\nline", "x" * 65, "two words"])
