@@ -193,7 +193,8 @@ def _fake_bin(world, body):
     fake = bindir / "gocryptfs"
     fake.write_text(f"#!/bin/sh\n{body}\n")
     fake.chmod(0o755)
-    return {"PATH": f"{bindir}:{world.env['PATH']}"}
+    # NSSHELL_GOCRYPTFS too: a hardened copy, where installed, wins over PATH.
+    return {"PATH": f"{bindir}:{world.env['PATH']}", "NSSHELL_GOCRYPTFS": str(fake)}
 
 
 def _assert_never_written_bare(world, result):

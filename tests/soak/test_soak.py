@@ -23,6 +23,12 @@ from reliability import (
 pytestmark = [pytest.mark.namespaces, pytest.mark.soak]
 
 
+def _readable_backend(world):
+    """Counting gocryptfs's fds needs a backend whose /proc/PID/fd we may read:
+    the plain binary, not the hardened execute-only copy (which is non-dumpable)."""
+    world.env["NSSHELL_GOCRYPTFS"] = "/usr/bin/gocryptfs"
+
+
 def _holder_fd_counts(world, name):
     """(keeper fds from its STATUS, gocryptfs fds from /proc)."""
     status = keeper_status(world, name)
@@ -46,6 +52,7 @@ def _counts(world, name):
 
 def test_50_concurrent_sessions_in_one_vault(world):
     n = 50
+    _readable_backend(world)
     mp = world.create("taxes")
     world.open("taxes")
     base_fds = _holder_fd_counts(world, "taxes")
@@ -119,6 +126,7 @@ def test_500_enter_leave_cycles(world):
     """400 `nsshell run NAME -- true` and 100 `nsshell enter NAME` (a shell that
     exits at once) on an open vault, two at a time (CI has two cores)."""
     runs, enters = 400, 100
+    _readable_backend(world)
     world.create("taxes")
     world.open("taxes")
     before = _holder_fd_counts(world, "taxes")
