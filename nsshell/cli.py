@@ -471,7 +471,7 @@ def _parser():
 
     def passphrase_options(p):
         p.add_argument("--passfile", metavar="FILE", help="read the passphrase from the first line of FILE ('-': stdin)")
-        p.add_argument("--extpass", metavar="PROGRAM", help="let gocryptfs run PROGRAM to get the passphrase")
+        p.add_argument("--extpass", metavar="PROGRAM", help="run PROGRAM and take the first line it prints as the passphrase")
 
     p = verb("create", cmd_create, "create a new encrypted vault")
     p.add_argument("name", metavar="NAME", help="letters, digits, '.', '_', '-'; at most 64 bytes")

@@ -304,12 +304,23 @@ def refuse_if_open_elsewhere(vault, base):
     lives (nsshell.holder.Supervisor); that flock is the guarantee against
     races.  This check only gives the clear message before a passphrase is
     asked for, when the vault is open from a terminal with another
-    XDG_RUNTIME_DIR (or none: the /tmp fallback)."""
-    fd = kernel.lock_directory(vault.cipher_dir)
-    if fd is not None:
-        os.close(fd)
-        return
-    raise open_elsewhere_error(vault.name, vault.cipher_dir, base)
+    XDG_RUNTIME_DIR (or none: the /tmp fallback).  A holder that is still
+    locking (ours or another runtime directory's) is waited for."""
+    deadline = time.monotonic() + STOPPING_TIMEOUT
+    while True:
+        fd = kernel.lock_directory(vault.cipher_dir)
+        if fd is not None:
+            os.close(fd)
+            return
+        other = runtime_dir_serving(vault.cipher_dir)
+        if other not in (None, base):
+            sock = client.connect(vault.name, other)
+            if sock is not None:  # open and serving there: say so at once
+                sock.close()
+                raise open_elsewhere_error(vault.name, vault.cipher_dir, base)
+        if time.monotonic() > deadline:
+            raise open_elsewhere_error(vault.name, vault.cipher_dir, base)
+        time.sleep(0.02)
 
 
 def _open_already(name, base, hold):

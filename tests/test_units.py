@@ -194,6 +194,7 @@ def test_cli_help_teaches(capsys):
 
 def test_cli_missing_gocryptfs(xdg, monkeypatch, capsys):
     monkeypatch.setenv("PATH", "/nonexistent")
+    monkeypatch.setattr("nsshell.backend.HARDENED_PATH", "/nonexistent/gocryptfs")  # installed by scripts/test
     from nsshell.passphrase import PassphraseSource
     from nsshell import vaults
 
