@@ -21,7 +21,7 @@ import pexpect
 import psutil
 import pytest
 
-from reliability import assert_nothing_left, assert_one_line_error, record, state_record, wait_for
+from reliability import assert_one_line_error, record, state_record, wait_for
 
 pytestmark = pytest.mark.namespaces
 
