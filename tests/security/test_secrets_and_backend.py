@@ -353,6 +353,9 @@ def test_client_is_non_dumpable_while_it_holds_the_passphrase(world, tmp_path):
     assert os.stat(f"/proc/{child.pid}/environ").st_uid == 0
     with pytest.raises(PermissionError):
         open(f"/proc/{child.pid}/environ", "rb").close()
+    # So is the holder the passphrase will be sent to.
+    supervisor = wait_for(lambda: (state_record(world, "taxes") or {}).get("supervisor"), what="the holder")[0]
+    assert os.stat(f"/proc/{supervisor}/environ").st_uid == 0
     # Hold gocryptfs so the client waits with the passphrase in its memory.
     backends = wait_for(lambda: _backends_of(cipher), what="gocryptfs")
     for pid in backends:
