@@ -73,6 +73,20 @@ def _kernel_required():
     require_kernel()
 
 
+@pytest.fixture(autouse=True)
+def _fresh_process_state():
+    """Tests that call nsshell in-process (badinput, units) may read a
+    passphrase, which makes this process non-dumpable with a core limit of 0,
+    as it does every nsshell process; a real nsshell exits or execs right
+    after.  Undo it between tests, so that later forks here (the namespace
+    probe, which must write its uid_map) start as a fresh nsshell would."""
+    yield
+    from nsshell import kernel
+
+    kernel.restore_core_limit()
+    kernel.make_dumpable_again()
+
+
 class World:
     """One test's private HOME and XDG directories, and ways to run nsshell in them.
 
