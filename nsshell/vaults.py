@@ -118,9 +118,14 @@ def _makedirs(path):
     while not os.path.exists(path):
         missing.append(path)
         path = os.path.dirname(path)
+    made = []
     for directory in reversed(missing):
-        os.mkdir(directory, 0o700)
-    return list(reversed(missing))
+        try:
+            os.mkdir(directory, 0o700)
+        except FileExistsError:
+            continue  # a concurrent `nsshell create` made it: not ours to remove on failure
+        made.append(directory)
+    return made
 
 
 def describe(vault, status=None):
