@@ -262,11 +262,13 @@ def ensure_open(name, source=None, hold=False):
         clear_stale(name, base)
         preflight(vault)
         _say_why_it_locked(vault, base)
-        refuse_if_open_elsewhere(vault, base)
         if vault.keyring and source.interactive:
             source = PassphraseSource(keyring=True)
         attempts = PASSPHRASE_ATTEMPTS if source.interactive else 1
         for attempt in range(1, attempts + 1):
+            # Also before a retry: the holder of the wrong attempt may still be
+            # ending, with the cipher directory's flock.
+            refuse_if_open_elsewhere(vault, base)
             # Start the holder first: it sets up the namespace and starts
             # gocryptfs while the passphrase is being typed (or read).
             holder = HolderStart(vault, hold, base)
