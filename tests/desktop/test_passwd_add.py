@@ -75,7 +75,8 @@ def test_passphrases_reach_gocryptfs_on_a_socket_never_in_argv(world, tmp_path):
     cipher = world.root / "cipher"
     cipher.mkdir()
     (cipher / "gocryptfs.conf").write_text("{}")
-    env = {**world.env, "PATH": f"{fake_dir}:{world.env['PATH']}"}
+    # NSSHELL_GOCRYPTFS too: a hardened copy, where installed, wins over PATH.
+    env = {**world.env, "PATH": f"{fake_dir}:{world.env['PATH']}", "NSSHELL_GOCRYPTFS": str(fake)}
     script = (
         "from nsshell import passwd\n"
         f"passwd.change({str(cipher)!r}, b'old secret', b'new secret')\n"
