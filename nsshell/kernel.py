@@ -13,13 +13,19 @@ import os
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUSER = 0x10000000
+CLONE_NEWNET = 0x40000000
 
 MS_RDONLY = 0x1
 MS_NOSUID = 0x2
 MS_NODEV = 0x4
 MS_NOEXEC = 0x8
+MS_REMOUNT = 0x20
+MS_NOATIME = 0x400
+MS_NODIRATIME = 0x800
+MS_BIND = 0x1000
 MS_REC = 0x4000
 MS_SLAVE = 1 << 19
+MS_RELATIME = 1 << 21
 
 MNT_DETACH = 0x2
 
@@ -437,6 +443,82 @@ def user_namespace_descends_from(pid, ancestor_ino):
             fd = parent
     finally:
         os.close(fd)
+
+# --- the vault's context: private tmp, shadows, hidden paths, network -------
+# (nsshell.plan decides which of these run, in what order; see docs/context.md)
+
+
+def open_path(path):
+    """An O_PATH handle on path, to bind it back after something covers it."""
+    return os.open(path, os.O_PATH | os.O_CLOEXEC)
+
+
+def mount_tmpfs(dest, mode=0o1777, size=None, readonly=False):
+    """A fresh tmpfs at dest: memory (and swap) only, gone with the namespace."""
+    options = f"mode={mode:o}" + (f",size={size}" if size else "")
+    flags = MS_NOSUID | MS_NODEV | (MS_RDONLY if readonly else 0)
+    try:
+        _libc_call("mount", b"tmpfs", _c_str(dest), b"tmpfs", flags, options.encode())
+    except OSError as exc:
+        raise KernelError(exc.errno, f"cannot mount a private tmpfs at {dest} ({exc.strerror})") from None
+
+
+def bind_mount(source, dest, readonly=False):
+    """Make dest show source (recursively), inside this namespace only.
+    source may be /proc/self/fd/N of an open_path() handle."""
+    try:
+        _libc_call("mount", _c_str(source), _c_str(dest), None, MS_BIND | MS_REC, None)
+        if readonly:
+            # A bind ignores MS_RDONLY; it takes a remount of the new mount.
+            # The flags the kernel locked on the original (mounted by the
+            # host, outside our user namespace) must be repeated or it refuses.
+            flags = MS_BIND | MS_REMOUNT | MS_RDONLY | _locked_flags(dest)
+            _libc_call("mount", None, _c_str(dest), None, flags, None)
+    except OSError as exc:
+        raise KernelError(exc.errno, f"cannot bind {source} over {dest} ({exc.strerror})") from None
+
+
+_STATVFS_TO_MS = ((os.ST_NOSUID, MS_NOSUID), (os.ST_NODEV, MS_NODEV), (os.ST_NOEXEC, MS_NOEXEC),
+                  (os.ST_NOATIME, MS_NOATIME), (os.ST_NODIRATIME, MS_NODIRATIME), (os.ST_RELATIME, MS_RELATIME))
+
+
+def _locked_flags(path):
+    current = os.statvfs(path).f_flag
+    return sum(ms for st, ms in _STATVFS_TO_MS if current & st)
+
+
+def unshare_network():
+    """A network namespace of our own: only a loopback device, down until
+    bring_up_loopback().  Needs the capabilities of our user namespace."""
+    try:
+        if hasattr(os, "unshare"):
+            os.unshare(CLONE_NEWNET)
+        else:
+            _libc_call("unshare", CLONE_NEWNET)
+    except OSError as exc:
+        raise KernelError(exc.errno, f"cannot create a network namespace ({exc.strerror})") from None
+
+
+SIOCGIFFLAGS = 0x8913
+SIOCSIFFLAGS = 0x8914
+IFF_UP = 0x1
+
+
+def bring_up_loopback():
+    """ip link set lo up, in the current network namespace."""
+    import _socket
+    import fcntl
+    import struct
+
+    sock = _socket.socket(_socket.AF_INET, _socket.SOCK_DGRAM | _socket.SOCK_CLOEXEC)
+    try:
+        request = struct.pack("16sh22x", b"lo", 0)
+        flags = struct.unpack("16sh22x", fcntl.ioctl(sock.fileno(), SIOCGIFFLAGS, request))[1]
+        fcntl.ioctl(sock.fileno(), SIOCSIFFLAGS, struct.pack("16sh22x", b"lo", flags | IFF_UP))
+    except OSError as exc:
+        raise KernelError(exc.errno, f"cannot bring up the loopback device ({exc.strerror})") from None
+    finally:
+        sock.close()
 
 
 # --- joining ----------------------------------------------------------------
