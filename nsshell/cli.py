@@ -73,16 +73,16 @@ def _fast_path(argv):
 
 
 def _run(name, command, source):
-    from nsshell import client
+    from nsshell import inside
 
     if not command:
         raise NsshellError("nothing to run: give a command after '--', e.g. nsshell run NAME -- ls", USAGE)
-    client.exec_inside(name, command, passphrase_source=source)
+    inside.exec_inside(name, command, passphrase_source=source)
     return 1  # exec_inside returns only by raising
 
 
 def _enter(name, shell, source):
-    from nsshell import client, kernel, shells
+    from nsshell import inside, kernel, shells
 
     current = os.environ.get("NSSHELL_VAULT")
     if current and kernel.in_child_user_namespace():
@@ -92,7 +92,7 @@ def _enter(name, shell, source):
             f"already inside vault {current!r}; leave it first (exit its shell), then enter {name!r}", USAGE
         )
     shell = shell or shells.user_shell()
-    client.exec_inside(
+    inside.exec_inside(
         name, shells.inner_argv(shell), extra_env=shells.inner_env(shell), passphrase_source=source, session=True
     )
     return 1
@@ -205,7 +205,42 @@ def cmd_status(args):
               + (f"; idle for {row['idle_lock']}s" if row["idle_lock"] else ""))
         if row["keyring"]:
             print("  keyring:    passphrase stored ('nsshell keyring remove' forgets it)")
+        _print_context(row)
     return 0
+
+
+def _print_context(row):
+    """What stays inside the vault (docs/context.md): as set up while open,
+    else as configured."""
+    settings = row.get("settings") or {}
+    if row.get("context"):
+        by_kind = {}
+        for kind, dest, how in row["context"]:
+            by_kind.setdefault(kind, []).append((_tilde(dest or ""), how))
+        for dest, how in by_kind.get("private tmp", []):
+            print(f"  private:    {dest} ({how})")
+        if "offline" in by_kind:
+            print("  network:    offline (own network namespace, loopback only)")
+        shadows = by_kind.get("shadow", [])
+        done = [f"{dest}" + (f" ({how})" if how != "bind" else "") for dest, how in shadows if not how.startswith(("missing", "not "))]
+        print(f"  shadowed:   {', '.join(done) or 'nothing'}")
+        missing = [dest for dest, how in shadows if how.startswith("missing")]
+        if missing:
+            print(f"  not on host (not shadowed until it exists there at unlock): {', '.join(missing)}")
+        failed = [f"{dest} ({how})" for dest, how in shadows if how.startswith("not ")]
+        if failed:
+            print(f"  NOT shadowed: {', '.join(failed)}")
+        hidden = [dest for dest, how in by_kind.get("hide", []) if how == "hidden"]
+        if hidden:
+            print(f"  hidden:     {', '.join(hidden)}")
+    elif settings:
+        where = "in the vault" if settings.get("keep_tmp") else "in memory, gone at lock"
+        print(f"  private:    /tmp, /var/tmp ({where})" if settings.get("private_tmp") else "  private:    no private /tmp")
+        print(f"  network:    {'offline (loopback only)' if settings.get('offline') else 'the host network'}")
+        extra = ", ".join(settings.get("private", []))
+        print(f"  shadowed:   tool state under HOME (the default list{' and ' + extra if extra else ''})")
+        if settings.get("hide"):
+            print(f"  hidden:     {', '.join(settings['hide'])}")
 
 
 def cmd_ps(args):

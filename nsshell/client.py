@@ -1,19 +1,16 @@
-"""Talking to a vault's holder, and the hot path of ``nsshell run``/``enter``.
+"""Talking to a vault's holder: the bottom of the hot path of ``nsshell run``/``enter``.
 
-Running a command in an open vault is: connect to the holder's socket, ask
-to JOIN, receive its namespace fds, setns into them, chdir back, exec.  One
-round trip and no heavy imports: this module imports only os, sys and the
-light nsshell modules; ``_socket`` is the C module without the enum-heavy
-``socket`` wrapper.  Everything slow (registry, passphrase, starting a
-holder) lives in nsshell.unlock and is imported only when the vault is locked.
+This module is the low level: the holder's socket, and joining its
+namespaces.  nsshell.unlock (the slow path) uses it; nsshell.inside, above
+both, runs a command in a vault.  One round trip and no heavy imports: this
+module imports only os and the light nsshell modules; ``_socket`` is the C
+module without the enum-heavy ``socket`` wrapper.
 """
 
 import os
-import sys
 
 from nsshell import errors, kernel, paths
-from nsshell.errors import CANNOT_EXECUTE, COMMAND_NOT_FOUND, CONFLICT, FAILURE, NsshellError
-from nsshell.names import check_name
+from nsshell.errors import CONFLICT, FAILURE, NsshellError
 
 
 def connect(name, base=None):
@@ -87,7 +84,7 @@ def join(name, base=None):
     return mountpoint, history, fds[0], fds[1]
 
 
-def _current_directory():
+def current_directory():
     try:
         return os.getcwd()
     except FileNotFoundError:
@@ -109,62 +106,3 @@ def enter_namespaces(name, user_fd, mount_fd):
     finally:
         os.close(user_fd)
         os.close(mount_fd)
-
-
-def exec_inside(name, argv, extra_env=None, passphrase_source=None, session=False):
-    """Replace this process by argv running inside vault name.  Returns only
-    by raising NsshellError.
-
-    session: argv is the session's interactive shell (``enter``): also tell
-    it its own pid, so that ``vault leave`` closes only that shell."""
-    check_name(name)
-    cwd = _current_directory()
-    base = paths.runtime_dir()
-    joined = join(name, base)
-    if joined is None:
-        from nsshell import unlock
-
-        unlock.ensure_open(name, passphrase_source)
-        joined = join(name, base)
-        if joined is None:
-            raise NsshellError(f"vault {name!r} locked again before the command could start; try again", FAILURE)
-    mountpoint, history, user_fd, mount_fd = joined
-    enter_namespaces(name, user_fd, mount_fd)
-    try:
-        os.chdir(cwd)
-    except OSError:
-        os.chdir(mountpoint)
-        sys.stderr.write(f"nsshell: {cwd} is not reachable inside the vault; starting in {mountpoint}\n")
-    env = dict(os.environ)
-    env["NSSHELL_VAULT"] = name
-    env["NSSHELL_MOUNTPOINT"] = mountpoint
-    if extra_env:
-        env.update(extra_env)
-    if session:
-        env["NSSHELL_SHELL_PID"] = str(os.getpid())  # exec keeps the pid
-    else:
-        env.pop("NSSHELL_SHELL_PID", None)  # a shell started by `run` is not the session's
-    # Every process inside learns where shells keep history (a `run NAME --
-    # bash -i` as much as `enter`).  <mountpoint>/.nsshell also marks the
-    # vault: prompts test for it to tell a live vault from a bare mountpoint.
-    env["NSSHELL_HISTORY"] = history
-    env.pop("NSSHELL_HISTDIR", None)
-    marker = os.path.join(mountpoint, ".nsshell")
-    try:
-        os.mkdir(marker, 0o700)
-    except FileExistsError:
-        pass
-    except OSError:
-        if history == "vault":
-            history = env["NSSHELL_HISTORY"] = "off"  # never fall back to the outer history
-    if history == "vault":
-        env["NSSHELL_HISTDIR"] = marker
-    kernel.restore_core_limit()  # set to 0 while a passphrase was here; exec resets dumpability
-    try:
-        os.execvpe(argv[0], argv, env)
-    except FileNotFoundError:
-        raise NsshellError(f"{argv[0]}: command not found", COMMAND_NOT_FOUND) from None
-    except PermissionError:
-        raise NsshellError(f"{argv[0]}: permission denied", CANNOT_EXECUTE) from None
-    except OSError as exc:
-        raise NsshellError(f"{argv[0]}: {exc.strerror}", CANNOT_EXECUTE) from None

@@ -47,7 +47,7 @@ import _socket as socket
 import sys
 import time
 
-from nsshell import errors, kernel, paths
+from nsshell import errors, kernel, paths, plan
 from nsshell.kernel import process_start_time
 from nsshell.backend import BACKEND, backend_environment
 from nsshell.errors import BUSY, CONFLICT, FAILURE, UNSAFE, NsshellError
@@ -163,6 +163,8 @@ class Keeper:
         self.vault_mount_id = None  # the FUSE mount's id, once verified
         self.mount_events = None  # /proc/self/mountinfo, polled for "the mount table changed"
         self.displacing = False  # the mount was displaced: sessions are being ended, the vault locks
+        self.plan = plan.build(spec)  # the namespace's set-up steps around the mount (nsshell.plan)
+        self.context = plan.Outcome()  # what each of them did, for STATUS
 
     def catch_signals(self):
         """RECREATE_SOCKET_SIGNAL and LOCK_SIGNAL only write their number to a
@@ -616,6 +618,7 @@ class Keeper:
             # The keeper is non-dumpable, so nothing outside can count its fds;
             # soak tests compare this before and after thousands of requests.
             "open_fds": _open_fd_count(),
+            "context": self.context.rows,
         }
 
     # Sessions.
@@ -797,11 +800,13 @@ def run_keeper(spec, channel):
         keeper.catch_signals()
         kernel.set_process_name("nsshell-keeper")
         keeper.enter_private_namespace()
+        plan.carry_out(keeper.plan, keeper.context, "before mount")
         keeper.check_mountpoint()
         keeper.watch_mountpoint()
         keeper.mount_and_hand_over_fuse_fd()
         keeper.wait_for_backend()
         keeper.verify_mount()
+        plan.carry_out(keeper.plan, keeper.context, "after mount")
         keeper.listen()
     except (NsshellError, OSError) as exc:
         if isinstance(exc, OSError) and not isinstance(exc, kernel.KernelError):

@@ -21,17 +21,24 @@ from nsshell.names import name_problem
 CONFIG_ERROR = 1
 HISTORY_CHOICES = ("vault", "off", "outer")
 LOCK_TRIGGERS = ("suspend", "screen-lock", "logout")  # what lock_on may name (see nsshell.autolock)
+# The context keys (docs/context.md): allowed per vault and in [defaults].
+CONTEXT_KEYS = ("private", "hide", "offline", "private_tmp", "keep_tmp")
 
 
 class Vault:
     """One registry entry.  A plain class rather than a dataclass: the
     dataclasses module pulls in inspect, and this is on the unlock path."""
 
-    __slots__ = ("name", "cipher_dir", "mountpoint", "linger", "extpass", "history", "lock_on", "idle_lock", "keyring")
+    FIELDS = (
+        "name", "cipher_dir", "mountpoint", "linger", "extpass", "history", "lock_on", "idle_lock", "keyring",
+        *CONTEXT_KEYS,
+    )
+    __slots__ = (*FIELDS, "defaults")
 
     def __init__(
         self, name, cipher_dir, mountpoint, linger=0, extpass=None, history="vault",
         lock_on=LOCK_TRIGGERS, idle_lock=0, keyring=False,
+        private=(), hide=(), offline=None, private_tmp=None, keep_tmp=None,
     ):
         self.name = name
         self.cipher_dir = cipher_dir
@@ -42,15 +49,33 @@ class Vault:
         self.lock_on = tuple(lock_on)  # desktop events that lock the vault (nsshell.autolock)
         self.idle_lock = idle_lock  # seconds without file activity before it locks; 0: never
         self.keyring = keyring  # whether 'nsshell keyring add' stored its passphrase in the Secret Service
+        # The vault's context (docs/context.md); None: as the registry's [defaults] say.
+        self.private = tuple(private)  # more paths under HOME whose state stays in the vault
+        self.hide = tuple(hide)  # host paths covered by an empty read-only layer inside
+        self.offline = offline  # own network namespace, loopback only
+        self.private_tmp = private_tmp  # /tmp and /var/tmp of its own
+        self.keep_tmp = keep_tmp  # that private /tmp kept in the vault instead of memory
+        self.defaults = {}  # the registry's [defaults] table, set by get()
 
     def _fields(self):
-        return tuple(getattr(self, field) for field in self.__slots__)
+        return tuple(getattr(self, field) for field in self.FIELDS)
+
+    def context(self):
+        """The context settings in effect: the vault's own over [defaults];
+        lists add up (defaults first)."""
+        d = self.defaults
+        own = {"offline": self.offline, "private_tmp": self.private_tmp, "keep_tmp": self.keep_tmp}
+        settings = {key: bool(d.get(key, fallback)) if own[key] is None else own[key]
+                    for key, fallback in (("offline", False), ("private_tmp", True), ("keep_tmp", False))}
+        settings["private"] = [*d.get("private", ()), *self.private]
+        settings["hide"] = [*d.get("hide", ()), *self.hide]
+        return settings
 
     def __eq__(self, other):
         return isinstance(other, Vault) and self._fields() == other._fields()
 
     def __repr__(self):
-        return "Vault(" + ", ".join(f"{f}={getattr(self, f)!r}" for f in self.__slots__) + ")"
+        return "Vault(" + ", ".join(f"{f}={getattr(self, f)!r}" for f in self.FIELDS) + ")"
 
     def to_toml(self):
         lines = [f"[vaults.{self.name}]"]
@@ -66,7 +91,18 @@ class Vault:
             lines.append(f"idle_lock = {int(self.idle_lock)}")
         if self.keyring:
             lines.append("keyring = true")
+        lines += _context_toml(self._fields()[-len(CONTEXT_KEYS):])
         return "\n".join(lines) + "\n"
+
+
+def _context_toml(values):
+    lines = []
+    for key, value in zip(CONTEXT_KEYS, values):
+        if isinstance(value, bool):
+            lines.append(f"{key} = {'true' if value else 'false'}")
+        elif value:
+            lines.append(f"{key} = [" + ", ".join(_toml_string(v) for v in value) + "]")
+    return lines
 
 
 _FIELD_TYPES = {
@@ -78,6 +114,11 @@ _FIELD_TYPES = {
     "lock_on": (list, tuple),  # a list in TOML; the cache keeps the tuple
     "idle_lock": (int, str),
     "keyring": bool,
+    "private": list,
+    "hide": list,
+    "offline": bool,
+    "private_tmp": bool,
+    "keep_tmp": bool,
 }
 _REQUIRED = ("cipher_dir", "mountpoint")
 
@@ -147,13 +188,54 @@ def _parse(path, raw):
         raise _problem(path, "is not UTF-8 text") from None
     except tomllib.TOMLDecodeError as exc:
         raise _problem(path, f"is not valid TOML ({exc})") from None
-    unknown = set(document) - {"vaults"}
+    unknown = set(document) - {"vaults", "defaults"}
     if unknown:
         raise _problem(path, f"unknown top-level key {sorted(unknown)[0]!r}")
     tables = document.get("vaults", {})
     if not isinstance(tables, dict):
         raise _problem(path, "'vaults' must be a table of vaults")
-    return {name: _vault_from_table(path, name, table) for name, table in tables.items()}
+    vaults = Vaults((name, _vault_from_table(path, name, table)) for name, table in tables.items())
+    vaults.defaults = _defaults_from_table(path, document.get("defaults", {}))
+    return vaults
+
+
+class Vaults(dict):
+    """name -> Vault, and the registry's [defaults] table (context keys)."""
+
+    defaults = {}
+
+
+def _defaults_from_table(path, table):
+    if not isinstance(table, dict):
+        raise _problem(path, "'defaults' must be a table")
+    for key, value in table.items():
+        if key not in CONTEXT_KEYS:
+            raise _problem(path, f"[defaults] has an unknown key {key!r} (allowed: {', '.join(CONTEXT_KEYS)})")
+        _check_context_value(path, "[defaults]", key, value)
+    return dict(table)
+
+
+def _check_context_value(path, where, key, value):
+    if not isinstance(value, _FIELD_TYPES[key]):
+        raise _problem(path, f"{where}: {key} has the wrong type ({type(value).__name__})")
+    if isinstance(value, list):
+        for entry in value:
+            problem = context_path_problem(key, entry)
+            if problem:
+                raise _problem(path, f"{where}: {key}: {problem}")
+
+
+def context_path_problem(key, entry):
+    """Why entry cannot be in a private or hide list, or None."""
+    if not isinstance(entry, str):
+        return f"{entry!r} is not a string"
+    if "\n" in entry or "\0" in entry or "/../" in entry + "/" or entry.rstrip("/") in ("~", ""):
+        return f"{entry!r} is not a usable path"
+    if key == "private" and not entry.startswith("~/"):
+        return f"{entry!r} must start with '~/' (state is kept per path under HOME)"
+    if key == "hide" and not (entry.startswith("~/") or (entry.startswith("/") and entry.rstrip("/"))):
+        return f"{entry!r} must be absolute or start with '~/'"
+    return None
 
 
 # Importing tomllib costs more than everything else an unlock does in
@@ -167,7 +249,7 @@ def _parse(path, raw):
 # vaults.toml does not.  (A hand-formatted registry is parsed every time.)
 
 
-_CACHE_FORMAT = 3  # bump when Vault's fields or the cache's checks change
+_CACHE_FORMAT = 4  # bump when Vault's fields or the cache's checks change
 
 
 def _cache_file():
@@ -185,15 +267,20 @@ def _cached(path, raw):
             return None
         with os.fdopen(fd, "rb") as f:
             fd = None
-            key, rows = marshal.loads(f.read(1 << 20))
+            key, rows, defaults = marshal.loads(f.read(1 << 20))
         if key != (_CACHE_FORMAT, path, raw):
             return None
-        vaults = {}
+        vaults = Vaults()
         for row in rows:
-            fields = dict(zip(Vault.__slots__, row, strict=True))
+            fields = dict(zip(Vault.FIELDS, row, strict=True))
             name = fields.pop("name")
-            table = {field: value for field, value in fields.items() if value is not None}
+            table = {
+                field: list(value) if isinstance(value, tuple) else value
+                for field, value in fields.items()
+                if value is not None
+            }
             vaults[name] = _vault_from_table(path, name, table)
+        vaults.defaults = _defaults_from_table(path, defaults)
         if _render(vaults).encode("utf-8") != raw:
             return None
         return vaults
@@ -213,7 +300,8 @@ def _remember(path, raw, vaults):
         tmp = os.path.join(directory, f"registry.cache.{os.getpid()}")
         fd = paths.create_private_file(tmp)
         with os.fdopen(fd, "wb") as f:
-            f.write(marshal.dumps(((_CACHE_FORMAT, path, raw), [v._fields() for v in vaults.values()])))
+            rows = [v._fields() for v in vaults.values()]
+            f.write(marshal.dumps(((_CACHE_FORMAT, path, raw), rows, getattr(vaults, "defaults", {}))))
         os.replace(tmp, _cache_file())
     except OSError:
         pass  # only a cache: the next command parses again
@@ -230,6 +318,8 @@ def _vault_from_table(path, name, table):
             raise _problem(path, f"vault {name!r} has an unknown key {key!r}")
         if not isinstance(value, _FIELD_TYPES[key]) or (isinstance(value, bool) and _FIELD_TYPES[key] is not bool):
             raise _problem(path, f"vault {name!r}: {key} has the wrong type ({type(value).__name__})")
+        if key in CONTEXT_KEYS:
+            _check_context_value(path, f"vault {name!r}", key, value)
     for key in _REQUIRED:
         if key not in table:
             raise _problem(path, f"vault {name!r} has no {key}")
@@ -262,13 +352,18 @@ def _vault_from_table(path, name, table):
         lock_on=tuple(dict.fromkeys(lock_on)),
         idle_lock=idle_lock,
         keyring=table.get("keyring", False),
+        private=table.get("private", ()),
+        hide=table.get("hide", ()),
+        offline=table.get("offline"),
+        private_tmp=table.get("private_tmp"),
+        keep_tmp=table.get("keep_tmp"),
     )
 
 
 def get(name, path=None):
     vaults = load(path)
     try:
-        return vaults[name]
+        vault = vaults[name]
     except KeyError:
         known = ", ".join(sorted(vaults)) or "none yet"
         if name_problem(name):
@@ -278,6 +373,8 @@ def get(name, path=None):
         raise NsshellError(
             f"no vault named {name!r} (known: {known}); create it with 'nsshell create {name}'", NOT_FOUND
         ) from None
+    vault.defaults = getattr(vaults, "defaults", {})
+    return vault
 
 
 class _Locked:
@@ -298,12 +395,18 @@ _HEADER = (
     "# nsshell vault registry; 'nsshell create' and 'nsshell remove' maintain it.\n"
     "# Per vault: cipher_dir, mountpoint, linger (seconds or '5m'), extpass, history (vault|off|outer),\n"
     "# lock_on (default [\"suspend\", \"screen-lock\", \"logout\"]), idle_lock ('30m'; 0: never), keyring.\n"
+    "# and its context (docs/context.md): private, hide, offline, private_tmp, keep_tmp.\n"
+    "# [defaults] holds context keys for every vault.\n"
 )
 
 
 def _render(vaults):
     """The registry's text as nsshell writes it."""
-    return _HEADER + "".join("\n" + vault.to_toml() for _, vault in sorted(vaults.items()))
+    text = _HEADER
+    defaults = getattr(vaults, "defaults", {})
+    if defaults:
+        text += "\n[defaults]\n" + "\n".join(_context_toml([defaults.get(k) for k in CONTEXT_KEYS])) + "\n"
+    return text + "".join("\n" + vault.to_toml() for _, vault in sorted(vaults.items()))
 
 
 def _write(vaults, path):

@@ -367,6 +367,10 @@ class HolderStart:
             "lock_on": vault.lock_on,
             "idle_lock": vault.idle_lock,
             "runtime_dir": base,
+            # What nsshell.plan builds the namespace from (docs/context.md).
+            **vault.context(),
+            "home": paths.home(),
+            "xauthority": os.environ.get("XAUTHORITY"),
         }
         self.name = vault.name
         spec_w, spec_r = _socketpair()

@@ -169,6 +169,9 @@ def overview(only=None, detail=False):
             row["hold"] = bool(status and status.get("hold"))
             row["session_pids"] = (status or {}).get("sessions", [])
             row["error"] = (status or {}).get("error")
+            vault.defaults = getattr(vaults, "defaults", {})
+            row["settings"] = vault.context()  # as configured (docs/context.md)
+            row["context"] = (status or {}).get("context")  # what the keeper set up, while open
         rows.append(row)
     return rows
 

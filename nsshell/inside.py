@@ -1,0 +1,145 @@
+"""Running a command inside a vault: the hot path of ``nsshell run`` and
+``enter``.
+
+Join the open vault through nsshell.client (or open it through
+nsshell.unlock first, imported only then), chdir back, set the
+environment that keeps tool state and temporary files in the vault, exec.
+This module sits above both, so neither imports the other.  It imports
+only os, sys and the light nsshell modules: keep it that way.
+"""
+
+import os
+import sys
+
+from nsshell import client, kernel, paths
+from nsshell.errors import CANNOT_EXECUTE, COMMAND_NOT_FOUND, FAILURE, NsshellError
+from nsshell.names import check_name
+
+# Programs that honour an environment variable for their history or state
+# file: pointed at the vault's copy, <mountpoint>/.nsshell/home/<file>, which
+# is the same file the keeper binds over ~/<file> when that exists on the
+# host (nsshell.plan).  The variable reaches the file even when the host has
+# none, where a bind mount cannot (docs/context.md).
+TOOL_STATE_ENV = (
+    ("LESSHISTFILE", ".lesshst"),
+    ("SQLITE_HISTORY", ".sqlite_history"),
+    ("PYTHON_HISTORY", ".python_history"),  # Python 3.13+; older ones: PYTHONSTARTUP below
+    ("NODE_REPL_HISTORY", ".node_repl_history"),
+    ("PSQL_HISTORY", ".psql_history"),
+    ("MYSQL_HISTFILE", ".mysql_history"),
+    ("REDISCLI_HISTFILE", ".rediscli_history"),
+    ("GDBHISTFILE", ".gdb_history"),
+    ("OCTAVE_HISTFILE", ".octave_hist"),
+)
+# A user who switched a history off keeps it off.
+_OFF_VALUES = ("-", "/dev/null", "")
+
+
+def shadow_home(mountpoint):
+    """Where the vault keeps its copies of files under HOME."""
+    return os.path.join(mountpoint, ".nsshell", "home")
+
+
+def _under(path, directory):
+    return path == directory or path.startswith(directory.rstrip("/") + "/")
+
+
+def tool_state_env(env, mountpoint, private_tmp):
+    """Point tool state and temporary files into the vault (env is changed)."""
+    home = shadow_home(mountpoint)
+    for variable, name in TOOL_STATE_ENV:
+        current = env.get(variable)
+        if current is None or current not in _OFF_VALUES:
+            env[variable] = os.path.join(home, name)
+    # Python before 3.13 has no PYTHON_HISTORY: a startup file that
+    # nsshell ships moves the REPL's history, then runs the user's own.
+    outer = env.get("NSSHELL_OUTER_PYTHONSTARTUP", env.get("PYTHONSTARTUP", ""))
+    env["NSSHELL_OUTER_PYTHONSTARTUP"] = outer
+    env["PYTHONSTARTUP"] = os.path.join(os.path.dirname(__file__), "python_startup.py")
+    # vim and neovim: no variable names the viminfo/shada file, but VIMINIT
+    # runs first; then the user's own vimrc (which VIMINIT replaces) is read.
+    viminfo = os.path.join(home, ".viminfo").replace("\\", "\\\\").replace(" ", "\\ ").replace("|", "\\|")
+    user_init = env.get("NSSHELL_OUTER_VIMINIT", env.get("VIMINIT"))
+    env["NSSHELL_OUTER_VIMINIT"] = user_init or ""
+    env["VIMINIT"] = f"set viminfofile={viminfo} | " + (
+        user_init
+        or "if has('nvim') | exe 'runtime! init.vim' | elseif filereadable(expand('~/.vimrc')) | source ~/.vimrc"
+        " | elseif filereadable(expand('~/.vim/vimrc')) | source ~/.vim/vimrc"
+        " | else | source $VIMRUNTIME/defaults.vim | endif"
+    )
+    if private_tmp:
+        # Temporary files go to the vault's private /tmp, not to wherever
+        # TMPDIR pointed outside (systemd's PrivateTmp does the same).  Even
+        # a TMPDIR below /tmp may be a directory the keeper let through.
+        tmpdir = env.get("TMPDIR")
+        if tmpdir and tmpdir.rstrip("/") not in ("/tmp", "/var/tmp") and not _under(tmpdir, mountpoint):
+            env["TMPDIR"] = "/tmp"
+
+
+def _tmp_identity():
+    try:
+        info = os.stat("/tmp")
+        return info.st_dev, info.st_ino
+    except OSError:
+        return None
+
+
+def exec_inside(name, argv, extra_env=None, passphrase_source=None, session=False):
+    """Replace this process by argv running inside vault name.  Returns only
+    by raising NsshellError.
+
+    session: argv is the session's interactive shell (``enter``): also tell
+    it its own pid, so that ``vault leave`` closes only that shell."""
+    check_name(name)
+    cwd = client.current_directory()
+    base = paths.runtime_dir()
+    joined = client.join(name, base)
+    if joined is None:
+        from nsshell import unlock
+
+        unlock.ensure_open(name, passphrase_source)
+        joined = client.join(name, base)
+        if joined is None:
+            raise NsshellError(f"vault {name!r} locked again before the command could start; try again", FAILURE)
+    mountpoint, history, user_fd, mount_fd = joined
+    outer_tmp = _tmp_identity()
+    client.enter_namespaces(name, user_fd, mount_fd)
+    try:
+        os.chdir(cwd)
+    except OSError:
+        os.chdir(mountpoint)
+        sys.stderr.write(f"nsshell: {cwd} is not reachable inside the vault; starting in {mountpoint}\n")
+    env = dict(os.environ)
+    env["NSSHELL_VAULT"] = name
+    env["NSSHELL_MOUNTPOINT"] = mountpoint
+    if extra_env:
+        env.update(extra_env)
+    if session:
+        env["NSSHELL_SHELL_PID"] = str(os.getpid())  # exec keeps the pid
+    else:
+        env.pop("NSSHELL_SHELL_PID", None)  # a shell started by `run` is not the session's
+    # Every process inside learns where shells keep history (a `run NAME --
+    # bash -i` as much as `enter`).  <mountpoint>/.nsshell also marks the
+    # vault: prompts test for it to tell a live vault from a bare mountpoint.
+    env["NSSHELL_HISTORY"] = history
+    env.pop("NSSHELL_HISTDIR", None)
+    marker = os.path.join(mountpoint, ".nsshell")
+    try:
+        os.mkdir(marker, 0o700)
+    except FileExistsError:
+        pass
+    except OSError:
+        if history == "vault":
+            history = env["NSSHELL_HISTORY"] = "off"  # never fall back to the outer history
+    if history == "vault":
+        env["NSSHELL_HISTDIR"] = marker
+    tool_state_env(env, mountpoint, private_tmp=_tmp_identity() != outer_tmp)
+    kernel.restore_core_limit()  # set to 0 while a passphrase was here; exec resets dumpability
+    try:
+        os.execvpe(argv[0], argv, env)
+    except FileNotFoundError:
+        raise NsshellError(f"{argv[0]}: command not found", COMMAND_NOT_FOUND) from None
+    except PermissionError:
+        raise NsshellError(f"{argv[0]}: permission denied", CANNOT_EXECUTE) from None
+    except OSError as exc:
+        raise NsshellError(f"{argv[0]}: {exc.strerror}", CANNOT_EXECUTE) from None

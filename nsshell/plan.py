@@ -1,0 +1,264 @@
+"""The vault's namespace as a plan: an ordered list of named set-up steps.
+
+build() turns a vault's settings into the list; carry_out() runs it in the
+keeper, step by step, with nsshell.kernel's small named calls.  The model is
+bubblewrap's set-up operations: each step is a small record (kind, dest,
+source, what to keep), one executor runs them in order, a later step may
+cover an earlier one, "missing on the host" is a normal outcome and not an
+error, and any other failure aborts the whole set-up (the keeper then
+exits and its namespace is thrown away: there is nothing to roll back).
+
+The steps, in the order build() puts them:
+
+  offline      own network namespace with only loopback (offline = true)
+  private tmp  a tmpfs on /tmp and on /var/tmp, with what must stay
+               reachable bound back (the X11 socket directory, and HOME,
+               the mountpoint and nsshell's runtime directory when they
+               live there); with keep_tmp = true a directory in the vault
+               instead, which needs the vault, so it comes after "verify"
+  mount vault  the keeper's own FUSE mount (nsshell.holder)
+  verify       the keeper's own check that the vault is there
+  shadow       a file or directory under HOME covered by the vault's copy in
+               <mountpoint>/.nsshell/home/, so tool state written there
+               stays in the vault (bind mount; see docs/context.md for paths
+               the host does not have)
+  hide         an empty read-only layer over a host path
+
+Only the keeper runs this, once per unlock: sessions join the finished
+namespace, so none of it costs `nsshell run` anything.
+"""
+
+import os
+import stat
+
+from nsshell import kernel
+from nsshell.inside import TOOL_STATE_ENV, shadow_home
+
+# What programs of a Debian desktop and developer install write under HOME
+# that tells what was done (histories, recent files, thumbnails, allowed
+# .envrc paths).  A trailing "/" marks a directory.  Shell histories are not
+# here: nsshell's shell integration keeps them in the vault already.
+DEFAULT_PRIVATE = (
+    "~/.viminfo",  # vim: registers (yanks), search patterns, file marks
+    "~/.vim/.netrwhist",  # vim's netrw: directories browsed
+    "~/.local/state/nvim/",  # neovim: shada (the same as viminfo), logs
+    "~/.lesshst",  # less: search strings
+    "~/.python_history",  # python3 REPL
+    "~/.ipython/profile_default/history.sqlite",  # IPython
+    "~/.sqlite_history",  # sqlite3 shell
+    "~/.psql_history",  # PostgreSQL's psql
+    "~/.mysql_history",  # MariaDB/MySQL client
+    "~/.rediscli_history",  # redis-cli
+    "~/.node_repl_history",  # node REPL
+    "~/.gdb_history",  # gdb (with 'set history save on')
+    "~/.irb_history",  # ruby's irb
+    "~/.octave_hist",  # GNU Octave
+    "~/.wget-hsts",  # wget: every HTTPS host fetched
+    "~/.local/share/nano/",  # nano: search history, file positions
+    "~/.local/share/mc/",  # midnight commander: command history, file positions
+    "~/.local/share/direnv/",  # direnv: allow/deny records name each .envrc
+    "~/.local/share/recently-used.xbel",  # GTK: recently used files
+    "~/.local/share/gvfs-metadata/",  # GNOME file metadata (names of files opened)
+    "~/.cache/thumbnails/",  # freedesktop thumbnails: pictures of the files themselves
+    "~/.local/share/zathura/",  # zathura: history of opened documents
+    "~/.local/share/evince/",  # evince: last page and settings per document
+    "~/.local/share/okular/",  # okular: per-document data
+)
+
+# Where a private /tmp must still let things through.  X11's socket
+# directory, so GUI programs keep working (firejail and systemd do this too).
+TMP_PASSTHROUGH = ("/tmp/.X11-unix",)
+
+
+class Step:
+    """One set-up step: kind (see the module docstring), dest (the path in
+    the namespace it acts on), source (where the content comes from, if any),
+    keep (paths under dest bound back after it is covered)."""
+
+    __slots__ = ("kind", "dest", "source", "keep")
+
+    def __init__(self, kind, dest=None, source=None, keep=()):
+        self.kind = kind
+        self.dest = dest
+        self.source = source
+        self.keep = tuple(keep)
+
+    def __repr__(self):
+        extra = "".join(f", {f}={getattr(self, f)!r}" for f in ("source", "keep") if getattr(self, f))
+        return f"Step({self.kind!r}, {self.dest!r}{extra})"
+
+
+def expand(path, home):
+    """~/x -> HOME/x; anything else must already be absolute."""
+    if path == "~" or path.startswith("~/"):
+        return os.path.join(home, path[2:]).rstrip("/") if path != "~" else home
+    return path.rstrip("/") or "/"
+
+
+def _under(path, directory):
+    return path == directory or path.startswith(directory.rstrip("/") + "/")
+
+
+def _outermost(paths):
+    """paths minus any that lie under another one of them."""
+    ordered = sorted(set(paths), key=len)
+    kept = []
+    for path in ordered:
+        if not any(_under(path, other) for other in kept):
+            kept.append(path)
+    return kept
+
+
+def build(spec):
+    """The ordered steps for a vault's namespace, from the holder's spec."""
+    home = spec.get("home") or "/nonexistent"
+    mountpoint = spec["mountpoint"]
+    steps = []
+    if spec.get("offline"):
+        steps.append(Step("offline"))
+    tmp_steps = []
+    if spec.get("private_tmp", True):
+        keep_tmp = spec.get("keep_tmp", False)
+        wanted = [*TMP_PASSTHROUGH, home, mountpoint, spec.get("runtime_dir") or ""]
+        if spec.get("xauthority"):
+            wanted.append(spec["xauthority"])
+        for directory, name in (("/tmp", "tmp"), ("/var/tmp", "var-tmp")):
+            keep = _outermost(p for p in wanted if p and p != directory and _under(p, directory))
+            source = os.path.join(mountpoint, ".nsshell", name) if keep_tmp else None
+            tmp_steps.append(Step("private tmp", directory, source, keep))
+        if not keep_tmp:
+            steps += tmp_steps
+    steps += [Step("mount vault", mountpoint), Step("verify", mountpoint)]
+    if spec.get("private_tmp", True) and spec.get("keep_tmp", False):
+        steps += tmp_steps
+    shadow_root = shadow_home(mountpoint)
+    for entry in dict.fromkeys([*DEFAULT_PRIVATE, *spec.get("private", ())]):
+        dest = expand(entry, home)
+        if not _under(dest, home) or dest == home:
+            continue  # the registry refuses these; a spec from elsewhere is not trusted further
+        source = os.path.join(shadow_root, os.path.relpath(dest, home))
+        steps.append(Step("shadow", dest, source + ("/" if entry.endswith("/") else "")))
+    for entry in spec.get("hide", ()):
+        steps.append(Step("hide", expand(entry, home)))
+    return steps
+
+
+# --- carrying it out (in the keeper, inside its fresh namespace) -------------------------
+
+
+class Outcome:
+    """What each step did, for `nsshell status`: a list of [kind, dest, how]."""
+
+    def __init__(self):
+        self.rows = []
+
+    def add(self, step, how):
+        self.rows.append([step.kind, step.dest, how])
+
+
+def carry_out(steps, outcome, phase):
+    """Run the steps of one phase: "before mount" (up to "mount vault") or
+    "after mount" (after "verify").  The keeper does those two itself."""
+    kinds = [s.kind for s in steps]
+    cut = kinds.index("mount vault")
+    chosen = steps[:cut] if phase == "before mount" else steps[kinds.index("verify") + 1 :]
+    for step in chosen:
+        outcome.add(step, _EXECUTORS[step.kind](step))
+
+
+def _offline(step):
+    kernel.unshare_network()
+    kernel.bring_up_loopback()
+    return "loopback only"
+
+
+def _private_tmp(step):
+    if not os.path.isdir(step.dest):
+        return "missing on host"
+    # Hold what must stay reachable before covering it (firejail's way).
+    kept = []
+    try:
+        for path in step.keep:
+            try:
+                kept.append((path, kernel.open_path(path), os.stat(path)))
+            except FileNotFoundError:
+                continue
+        if step.source:
+            _make_dir(step.source, 0o700)
+            kernel.bind_mount(step.source, step.dest)
+            how = "kept in the vault"
+        else:
+            kernel.mount_tmpfs(step.dest, mode=0o1777)
+            how = "tmpfs, gone at lock"
+        for path, fd, info in kept:
+            _make_mount_target(path, stat.S_ISDIR(info.st_mode))
+            kernel.bind_mount(f"/proc/self/fd/{fd}", path)
+    finally:
+        for _, fd, _ in kept:
+            os.close(fd)
+    return how
+
+
+def _shadow(step):
+    source = step.source.rstrip("/")
+    want_dir = step.source.endswith("/")
+    try:
+        host = os.stat(step.dest)
+    except FileNotFoundError:
+        host = None
+    except OSError as exc:
+        return f"not shadowed: {exc.strerror}"
+    is_dir = stat.S_ISDIR(host.st_mode) if host else want_dir
+    # The vault's copy exists from the first unlock on, so a program pointed
+    # at it by an environment variable finds its directory.
+    if is_dir:
+        _make_dir(source, 0o700)
+    else:
+        _make_dir(os.path.dirname(source), 0o700)
+        os.close(os.open(source, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600))
+    if host is None:
+        variable = _env_for(step.dest)
+        return f"environment {variable}" if variable else "missing on host: not shadowed"
+    if stat.S_ISDIR(os.stat(source).st_mode) != is_dir:
+        return "not shadowed: the vault's copy is of another type"
+    kernel.bind_mount(source, step.dest)
+    return "bind"
+
+
+def _env_for(dest):
+    name = os.path.basename(dest)
+    if name == ".viminfo":
+        return "VIMINIT"
+    if name == ".python_history":
+        return "PYTHONSTARTUP"
+    for variable, file_name in TOOL_STATE_ENV:
+        if file_name == name:
+            return variable
+    return None
+
+
+def _hide(step):
+    try:
+        info = os.stat(step.dest)
+    except FileNotFoundError:
+        return "missing on host"
+    if stat.S_ISDIR(info.st_mode):
+        kernel.mount_tmpfs(step.dest, mode=0o500, size="4k", readonly=True)
+    else:
+        kernel.bind_mount("/dev/null", step.dest, readonly=True)  # what podman masks files with
+    return "hidden"
+
+
+def _make_dir(path, mode):
+    os.makedirs(path, mode=mode, exist_ok=True)
+
+
+def _make_mount_target(path, is_dir):
+    if is_dir:
+        os.makedirs(path, mode=0o700, exist_ok=True)
+    else:
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
+
+
+_EXECUTORS = {"offline": _offline, "private tmp": _private_tmp, "shadow": _shadow, "hide": _hide}
