@@ -72,12 +72,12 @@ def _fast_path(argv):
 # --- verbs ------------------------------------------------------------------------------
 
 
-def _run(name, command, source):
+def _run(name, command, source, hide=()):
     from nsshell import inside
 
     if not command:
         raise NsshellError("nothing to run: give a command after '--', e.g. nsshell run NAME -- ls", USAGE)
-    inside.exec_inside(name, command, passphrase_source=source)
+    inside.exec_inside(name, command, passphrase_source=source, hide=hide)
     return 1  # exec_inside returns only by raising
 
 
@@ -105,7 +105,13 @@ def _source(args):
 
 
 def cmd_run(args):
-    return _run(args.name, list(args.command), _source(args))
+    from nsshell.registry import context_path_problem
+
+    for path in args.hide or ():
+        problem = context_path_problem("hide", path)
+        if problem:
+            raise NsshellError(f"--hide {problem}", USAGE)
+    return _run(args.name, list(args.command), _source(args), hide=args.hide or ())
 
 
 def cmd_enter(args):
@@ -241,6 +247,35 @@ def _print_context(row):
         print(f"  shadowed:   tool state under HOME (the default list{' and ' + extra if extra else ''})")
         if settings.get("hide"):
             print(f"  hidden:     {', '.join(settings['hide'])}")
+
+
+def _short_command(proc):
+    """'/usr/bin/sleep 600' -> 'sleep'; a server that names itself ('tmux:
+    server') by that name."""
+    if ": " in proc.get("name", ""):
+        return proc["name"]
+    return os.path.basename(proc["command"].split(" ", 1)[0]) or proc["command"]
+
+
+def cmd_left(args):
+    """Run by the shell integration when `vault enter` returns: say what
+    keeps the vault open, if anything does (issue 9).  Silent otherwise."""
+    from nsshell import vaults
+    from nsshell.names import name_problem
+
+    if not args.name or name_problem(args.name):
+        return 0
+    procs = vaults.processes(args.name)
+    if not procs:
+        return 0
+    names = list(dict.fromkeys(_short_command(proc) for proc in procs))
+    count = len(procs)
+    sys.stderr.write(
+        f"{count} process{'es' if count != 1 else ''} still inside {args.name} ({'; '.join(names)}); it stays open "
+        f"until {'they end' if count != 1 else 'it ends'}; see 'nsshell ps {args.name}', or "
+        f"'nsshell lock {args.name} --force'\n"
+    )
+    return 0
 
 
 def cmd_ps(args):
@@ -520,11 +555,15 @@ def _parser():
         "run one command inside a vault",
         "Run COMMAND inside vault NAME (unlocking it first if needed), in the current directory, "
         "with the terminal passed through. Exits with COMMAND's status.",
-        usage="%(prog)s [-h] [--passfile FILE | --extpass PROGRAM] NAME -- COMMAND [ARG...]",
+        usage="%(prog)s [-h] [--passfile FILE | --extpass PROGRAM] [--hide PATH]... NAME -- COMMAND [ARG...]",
         epilog="Everything after '--' is the command, its options included.",
     )
     p.add_argument("name", metavar="NAME", help=NAME_HELP)
     passphrase_options(p)
+    p.add_argument(
+        "--hide", action="append", metavar="PATH",
+        help="cover PATH (e.g. ~/.ssh) with an empty read-only layer for this command only; repeatable",
+    )
 
     p = verb(
         "enter",
@@ -551,6 +590,12 @@ def _parser():
 
     p = verb("status", cmd_status, "show details of one vault, or all")
     p.add_argument("name", metavar="NAME", nargs="?", help="the vault's name (default: every vault)")
+
+    p = sub.add_parser("left")  # the shell integration's, after `vault enter`; not in --help
+    p.set_defaults(func=cmd_left)
+    p.add_argument("name", nargs="?", default="")
+    passphrase_options(p)
+    p.add_argument("--shell")
 
     p = verb("ps", cmd_ps, "list the processes that can see a vault")
     p.add_argument("name", metavar="NAME", help=NAME_HELP)

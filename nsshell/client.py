@@ -71,17 +71,18 @@ def request(name, line, base=None, max_fds=0, timeout=10.0):
 
 
 def join(name, base=None):
-    """(mountpoint, history mode, user_ns_fd, mount_ns_fd) of an open vault, or None."""
-    reply = request(name, "JOIN", base, max_fds=2)
+    """(mountpoint, history mode, [user_ns_fd, mount_ns_fd, net_ns_fd if
+    offline]) of an open vault, or None."""
+    reply = request(name, "JOIN", base, max_fds=3)
     if reply is None:
         return None
     text, fds = reply
-    if not text.startswith("OK ") or len(fds) != 2:
+    if not text.startswith("OK ") or len(fds) not in (2, 3):
         for fd in fds:
             os.close(fd)
         raise NsshellError(f"the holder of vault {name!r} sent an unexpected reply", FAILURE)
     history, _, mountpoint = text[3:].partition(" ")
-    return mountpoint, history, fds[0], fds[1]
+    return mountpoint, history, fds
 
 
 def current_directory():
@@ -91,8 +92,9 @@ def current_directory():
         return paths.home()  # the cwd was deleted; the shell would say the same
 
 
-def enter_namespaces(name, user_fd, mount_fd):
-    """setns into the vault, unless we are in it already."""
+def enter_namespaces(name, fds):
+    """setns into the vault (fds from join()), unless we are in it already."""
+    user_fd, mount_fd = fds[:2]
     try:
         if os.fstat(mount_fd).st_ino == os.stat("/proc/self/ns/mnt").st_ino:
             return
@@ -102,7 +104,7 @@ def enter_namespaces(name, user_fd, mount_fd):
             raise NsshellError(
                 f"cannot enter vault {name!r} from inside {where}; leave it first (vault leave / exit)", CONFLICT
             )
-        kernel.join_namespaces(user_fd, mount_fd)
+        kernel.join_namespaces(user_fd, mount_fd, *fds[2:])
     finally:
-        os.close(user_fd)
-        os.close(mount_fd)
+        for fd in fds:
+            os.close(fd)

@@ -309,6 +309,10 @@ class Keeper:
             self.user_ns_fd = os.open("/proc/self/ns/user", os.O_RDONLY | os.O_CLOEXEC)
             self.mount_ns_fd = os.open("/proc/self/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
             self.my_user_ns_ino = os.fstat(self.user_ns_fd).st_ino
+            # An offline vault's sessions join its network namespace too (nsshell.plan).
+            self.join_fds = [self.user_ns_fd, self.mount_ns_fd]
+            if self.spec.get("offline"):
+                self.join_fds.append(os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC))
             self.selector.register(self.wakeup_fd, self.on_signal)
             self.selector.register(self.listener, self.accept)
             self.selector.register(self.channel, self.from_supervisor)
@@ -554,7 +558,7 @@ class Keeper:
                 return
             self.add_session(pid)
             history = self.spec.get("history", "vault")
-            kernel.send_with_fds(conn, _line(f"OK {history} {self.mountpoint}"), [self.user_ns_fd, self.mount_ns_fd])
+            kernel.send_with_fds(conn, _line(f"OK {history} {self.mountpoint}"), self.join_fds)
         elif verb == "STATUS":
             import json  # only here: json pulls in re, which the start-up does not need
 

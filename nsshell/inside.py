@@ -84,12 +84,13 @@ def _tmp_identity():
         return None
 
 
-def exec_inside(name, argv, extra_env=None, passphrase_source=None, session=False):
+def exec_inside(name, argv, extra_env=None, passphrase_source=None, session=False, hide=()):
     """Replace this process by argv running inside vault name.  Returns only
     by raising NsshellError.
 
     session: argv is the session's interactive shell (``enter``): also tell
-    it its own pid, so that ``vault leave`` closes only that shell."""
+    it its own pid, so that ``vault leave`` closes only that shell.
+    hide: host paths covered, for this command only (``run --hide``)."""
     check_name(name)
     cwd = client.current_directory()
     base = paths.runtime_dir()
@@ -101,9 +102,13 @@ def exec_inside(name, argv, extra_env=None, passphrase_source=None, session=Fals
         joined = client.join(name, base)
         if joined is None:
             raise NsshellError(f"vault {name!r} locked again before the command could start; try again", FAILURE)
-    mountpoint, history, user_fd, mount_fd = joined
+    mountpoint, history, fds = joined
     outer_tmp = _tmp_identity()
-    client.enter_namespaces(name, user_fd, mount_fd)
+    client.enter_namespaces(name, fds)
+    if hide:
+        from nsshell import plan  # only for --hide: not on the plain hot path
+
+        plan.hide_for_this_command(hide, mountpoint)
     try:
         os.chdir(cwd)
     except OSError:

@@ -524,13 +524,17 @@ def bring_up_loopback():
 # --- joining ----------------------------------------------------------------
 
 
-def join_namespaces(user_fd, mount_fd):
-    """setns into the holder's user namespace, then its mount namespace.
+def join_namespaces(user_fd, mount_fd, net_fd=None):
+    """setns into the holder's user namespace, then its mount namespace (and
+    network namespace, for an offline vault).
 
     Must run in a single-threaded process.  setns resets the cwd to the
     namespace's root, so the caller chdirs back afterwards.
     """
-    for fd, flag, what in ((user_fd, CLONE_NEWUSER, "user"), (mount_fd, CLONE_NEWNS, "mount")):
+    steps = [(user_fd, CLONE_NEWUSER, "user"), (mount_fd, CLONE_NEWNS, "mount")]
+    if net_fd is not None:
+        steps.append((net_fd, CLONE_NEWNET, "network"))
+    for fd, flag, what in steps:
         try:
             _setns(fd, flag)
         except OSError as exc:
@@ -549,6 +553,19 @@ def _setns(fd, flag):
     setns = _ctypes.dlsym(_ctypes.dlopen(None, os.RTLD_NOW), "setns")
     if _ctypes.call_function(setns, (fd, flag)) != 0:
         _libc_call("setns", fd, flag)
+
+
+def unshare_mount_namespace():
+    """A copy of the current mount namespace of our own (for `run --hide`:
+    layers only this command sees).  Needs the capabilities that joining
+    the vault's user namespace gives until exec."""
+    try:
+        if hasattr(os, "unshare"):
+            os.unshare(CLONE_NEWNS)
+        else:
+            _libc_call("unshare", CLONE_NEWNS)
+    except OSError as exc:
+        raise KernelError(exc.errno, f"cannot make a mount namespace for this command ({exc.strerror})") from None
 
 
 def namespace_id(kind, pid="self"):

@@ -162,8 +162,15 @@ def carry_out(steps, outcome, phase):
     kinds = [s.kind for s in steps]
     cut = kinds.index("mount vault")
     chosen = steps[:cut] if phase == "before mount" else steps[kinds.index("verify") + 1 :]
-    for step in chosen:
-        outcome.add(step, _EXECUTORS[step.kind](step))
+    empty = EmptyFile(steps[cut].dest)
+    try:
+        for step in chosen:
+            if step.kind == "hide":
+                outcome.add(step, _hide(step, empty))
+            else:
+                outcome.add(step, _EXECUTORS[step.kind](step))
+    finally:
+        empty.release()
 
 
 def _offline(step):
@@ -237,7 +244,33 @@ def _env_for(dest):
     return None
 
 
-def _hide(step):
+class EmptyFile:
+    """An empty regular file to bind read-only over hidden files (a bind of
+    /dev/null would still take writes: a read-only mount does not stop
+    writes to a device).  It lives on a small tmpfs mounted, for the
+    moment of the set-up only, over the vault's .nsshell directory: no
+    session runs yet, and the binds keep the file after that tmpfs is
+    unmounted again."""
+
+    def __init__(self, mountpoint):
+        self.scratch = os.path.join(mountpoint, ".nsshell")
+        self.path = None
+
+    def get(self):
+        if self.path is None:
+            _make_dir(self.scratch, 0o700)
+            kernel.mount_tmpfs(self.scratch, mode=0o700, size="4k")
+            self.path = os.path.join(self.scratch, "empty")
+            os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o400))
+        return self.path
+
+    def release(self):
+        if self.path is not None:
+            kernel.unmount(self.scratch, detach=True)
+            self.path = None
+
+
+def _hide(step, empty):
     try:
         info = os.stat(step.dest)
     except FileNotFoundError:
@@ -245,8 +278,29 @@ def _hide(step):
     if stat.S_ISDIR(info.st_mode):
         kernel.mount_tmpfs(step.dest, mode=0o500, size="4k", readonly=True)
     else:
-        kernel.bind_mount("/dev/null", step.dest, readonly=True)  # what podman masks files with
+        kernel.bind_mount(empty.get(), step.dest, readonly=True)
     return "hidden"
+
+
+def hide_for_this_command(paths, mountpoint):
+    """`nsshell run --hide`: cover paths in a mount namespace of this
+    process's own, after it joined the vault and before it execs (it holds
+    the vault's user-namespace capabilities until then, and loses them at
+    exec).  The vault's own namespace, and every other session, is unchanged."""
+    from nsshell import paths as nsshell_paths
+
+    from nsshell.errors import FAILURE, NsshellError
+
+    try:
+        kernel.unshare_mount_namespace()
+        empty = EmptyFile(mountpoint)
+        try:
+            for path in paths:
+                _hide(Step("hide", expand(path, nsshell_paths.home())), empty)
+        finally:
+            empty.release()
+    except OSError as exc:
+        raise NsshellError(f"--hide: {exc}; nothing was started", FAILURE) from None
 
 
 def _make_dir(path, mode):
@@ -261,4 +315,4 @@ def _make_mount_target(path, is_dir):
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
 
 
-_EXECUTORS = {"offline": _offline, "private tmp": _private_tmp, "shadow": _shadow, "hide": _hide}
+_EXECUTORS = {"offline": _offline, "private tmp": _private_tmp, "shadow": _shadow}

@@ -210,9 +210,10 @@ def processes(name):
         try:
             proc = psutil.Process(pid)
             command = " ".join(proc.cmdline()) or proc.name()
+            short = proc.name()  # what the process calls itself: "tmux: server"
         except psutil.Error:
             continue
-        found.append({"pid": pid, "command": command})
+        found.append({"pid": pid, "command": command, "name": short})
     return found
 
 

@@ -77,6 +77,8 @@ function __nsshell_enter {
     fi
     \builtin local __nsshell_status=$?
     if [[ -n ${HISTFILE-} ]]; then \builtin history -n; fi
+    # Say what keeps the vault open, if anything (a tmux server, a job).
+    if ((__nsshell_status != 2)); then \command __NSSHELL_EXE__ left "$@" || \builtin true; fi
     return "${__nsshell_status}"
 }
 

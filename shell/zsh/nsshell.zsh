@@ -65,6 +65,8 @@ function __nsshell_enter {
     fi
     local -i status_=$?
     [[ -n ${HISTFILE-} ]] && builtin fc -RI
+    # Say what keeps the vault open, if anything (a tmux server, a job).
+    (( status_ != 2 )) && { command __NSSHELL_EXE__ left "$@" || builtin true; }
     return status_
 }
 

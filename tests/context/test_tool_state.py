@@ -123,7 +123,11 @@ def test_tool_state_temp_files_and_servers_stay_inside(world):
         assert f"{canary['tmux']} taxes" in out, out
 
         # Leave with the tmux server still running: the vault stays open for it.
+        # It says so, and names what keeps it open.
         shell.send("vault leave\r")
+        found = shell.expect(r"(\d+) process(es)? still inside taxes \(([^)]*)\); it stays open until")
+        assert "tmux: server" in found.group(3), found.group(0)
+        shell.expect(r"'nsshell lock taxes --force'")
         shell.expect(r"L1>")
         assert world.state("taxes")["state"] == "open"
         shell.send("exit\r")
