@@ -68,6 +68,15 @@ def tool_state_env(env, mountpoint, private_tmp):
         " | else | source $VIMRUNTIME/defaults.vim | endif"
     )
     if private_tmp:
+        # Terminal multiplexers: a server started inside is the vault's own
+        # (its socket in the private /tmp), and nothing inside can reach a
+        # server outside, which would open its windows outside the vault.
+        # screen keeps its sockets in /run/screen, not /tmp: move it too.
+        for variable in ("TMUX", "TMUX_PANE", "STY"):
+            if variable in env:
+                env["NSSHELL_OUTER_" + variable] = env.pop(variable)
+        env["TMUX_TMPDIR"] = "/tmp"
+        env["SCREENDIR"] = "/tmp/.screen"
         # Temporary files go to the vault's private /tmp, not to wherever
         # TMPDIR pointed outside (systemd's PrivateTmp does the same).  Even
         # a TMPDIR below /tmp may be a directory the keeper let through.
