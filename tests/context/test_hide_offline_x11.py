@@ -146,3 +146,25 @@ def test_x11_socket_reachable_with_private_tmp(vault):
         server.close()
         os.unlink(display)
     assert not os.path.exists("/tmp/written-inside") or open("/tmp/written-inside").read() != "private\n"
+
+
+def test_private_tmp_gone_at_lock_unless_kept_in_the_vault(vault):
+    world = vault
+    world.create("kept")
+    _registry_append(world, "keep_tmp = true\n")  # the last table: vault "taxes" (sorted after "kept")
+    for name in ("kept", "taxes"):
+        world.inside(name, "echo tmp-survives-cnry > /tmp/note; echo var-cnry > /var/tmp/note")
+        world.run("lock", name, check=True)
+        out = world.inside(name, "cat /tmp/note /var/tmp/note 2>&1; true").stdout
+        if name == "taxes":  # keep_tmp: in the ciphertext, across locks
+            assert "tmp-survives-cnry" in out and "var-cnry" in out, out
+        else:
+            assert "No such file" in out and "cnry" not in out, out
+    from .scan import scan
+
+    assert scan([world.root, "/tmp", "/var/tmp"], ["tmp-survives-cnry", "var-cnry"]) == []
+    status = world.run("status", "taxes", check=True).stdout
+    assert "/tmp, /var/tmp (in the vault)" in status, status
+    world.open("kept")
+    status = world.run("status", "kept", check=True).stdout
+    assert "private:    /tmp (tmpfs, gone at lock)" in status and "shadowed:" in status, status

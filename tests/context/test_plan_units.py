@@ -1,0 +1,138 @@
+"""The plan, the registry's context keys and the environment set inside a
+vault, without a kernel (the integration tests beside this file run them
+for real)."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from nsshell import inside, plan, registry
+from nsshell.errors import NsshellError
+
+
+def _spec(**extra):
+    spec = {"name": "t", "mountpoint": "/tmp/w/h/Vaults/t", "home": "/tmp/w/h", "runtime_dir": "/tmp/w/r/nsshell"}
+    spec.update(extra)
+    return spec
+
+
+def _kinds(steps):
+    return [s.kind for s in steps]
+
+
+def test_plan_order_follows_the_settings():
+    steps = plan.build(_spec(offline=True, hide=["~/.ssh", "/srv/keys"], private=["~/.foo_history"]))
+    kinds = _kinds(steps)
+    # network first, the tmpfs before the mount (so a mountpoint under /tmp is
+    # let through, then mounted over), shadows need the vault, hide comes last.
+    assert kinds[:5] == ["offline", "private tmp", "private tmp", "mount vault", "verify"]
+    assert set(kinds[5:-2]) == {"shadow"} and kinds[-2:] == ["hide", "hide"]
+    tmp = steps[1]
+    assert tmp.dest == "/tmp" and tmp.source is None
+    # HOME holds the mountpoint: only HOME is let through, with the runtime dir.
+    assert set(tmp.keep) == {"/tmp/.X11-unix", "/tmp/w/h", "/tmp/w/r/nsshell"}
+    assert steps[2].dest == "/var/tmp" and steps[2].keep == ()
+    shadows = {s.dest: s.source for s in steps if s.kind == "shadow"}
+    assert shadows["/tmp/w/h/.foo_history"] == "/tmp/w/h/Vaults/t/.nsshell/home/.foo_history"
+    assert shadows["/tmp/w/h/.cache/thumbnails"].endswith("/.nsshell/home/.cache/thumbnails/")  # a directory
+    assert [s.dest for s in steps if s.kind == "hide"] == ["/tmp/w/h/.ssh", "/srv/keys"]
+
+
+def test_kept_tmp_needs_the_vault_so_comes_after_verify():
+    kinds = _kinds(plan.build(_spec(keep_tmp=True)))
+    assert kinds.index("private tmp") > kinds.index("verify")
+    assert "private tmp" not in _kinds(plan.build(_spec(private_tmp=False)))
+    assert "offline" not in kinds
+
+
+def test_shadows_outside_home_are_dropped():
+    steps = plan.build(_spec(private=["/etc/passwd", "~"]))
+    assert all(s.dest.startswith("/tmp/w/h/") for s in steps if s.kind == "shadow")
+
+
+def _write(tmp_path, text):
+    path = tmp_path / "vaults.toml"
+    path.write_text(text)
+    return str(path)
+
+
+BASE = '[vaults.t]\ncipher_dir = "/c"\nmountpoint = "/m"\n'
+
+
+def test_registry_context_keys_and_defaults(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    path = _write(tmp_path, '[defaults]\nhide = ["~/.ssh"]\nprivate = ["~/.a"]\noffline = true\n\n'
+                  + BASE + 'private = ["~/.b"]\noffline = false\nkeep_tmp = true\n')
+    vault = registry.get("t", path)
+    assert vault.context() == {
+        "offline": False, "private_tmp": True, "keep_tmp": True, "private": ["~/.a", "~/.b"], "hide": ["~/.ssh"],
+    }
+    # Rewriting the registry (create, remove) keeps [defaults] and the vault's own keys.
+    other = registry.Vault(name="u", cipher_dir="/c2", mountpoint="/m2")
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "cfg"))
+    registry.add(other, path)
+    again = registry.get("t", path)
+    assert again.context() == vault.context()
+    assert registry.get("u", path).context()["hide"] == ["~/.ssh"]
+
+
+@pytest.mark.parametrize(
+    "text, words",
+    [
+        ('private = ["/etc/x"]\n', "must start with '~/'"),
+        ('private = "~/.x"\n', "private has the wrong type"),
+        ('hide = ["rel/x"]\n', "must be absolute"),
+        ('hide = ["~/../x"]\n', "not a usable path"),
+        ('offline = "yes"\n', "offline has the wrong type"),
+    ],
+)
+def test_registry_bad_context_values_say_which_key(tmp_path, monkeypatch, text, words):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    path = _write(tmp_path, BASE + text)
+    with pytest.raises(NsshellError) as caught:
+        registry.load(path)
+    assert words in str(caught.value) and "\n" not in str(caught.value)
+    assert path in str(caught.value)
+
+
+def test_unknown_defaults_key_is_named(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    with pytest.raises(NsshellError, match="unknown key 'linger'"):
+        registry.load(_write(tmp_path, "[defaults]\nlinger = 5\n" + BASE))
+
+
+def test_environment_inside():
+    env = {"TMPDIR": "/home/u/tmp", "LESSHISTFILE": "-", "VIMINIT": "source ~/my.vim", "TMUX": "/tmp/tmux-1/default,1,0",
+           "PYTHONSTARTUP": "/home/u/.pystartup"}
+    inside.tool_state_env(env, "/v/t", private_tmp=True)
+    assert env["TMPDIR"] == "/tmp"
+    assert env["LESSHISTFILE"] == "-"  # switched off by the user: stays off
+    assert env["SQLITE_HISTORY"] == "/v/t/.nsshell/home/.sqlite_history"
+    assert env["VIMINIT"] == "set viminfofile=/v/t/.nsshell/home/.viminfo | source ~/my.vim"
+    assert "TMUX" not in env and env["NSSHELL_OUTER_TMUX"] == "/tmp/tmux-1/default,1,0"
+    assert env["NSSHELL_OUTER_PYTHONSTARTUP"] == "/home/u/.pystartup"
+    assert env["PYTHONSTARTUP"].endswith("nsshell/python_startup.py") and os.path.exists(env["PYTHONSTARTUP"])
+    # A second join (a nested run) keeps the user's own settings, not ours twice.
+    inside.tool_state_env(env, "/v/t", private_tmp=True)
+    assert env["VIMINIT"] == "set viminfofile=/v/t/.nsshell/home/.viminfo | source ~/my.vim"
+    assert env["NSSHELL_OUTER_PYTHONSTARTUP"] == "/home/u/.pystartup"
+    for tmpdir, expected in (("/tmp", "/tmp"), ("/var/tmp/", "/var/tmp/"), ("/v/t/tmp", "/v/t/tmp"), ("/tmp/x", "/tmp")):
+        env = {"TMPDIR": tmpdir}
+        inside.tool_state_env(env, "/v/t", private_tmp=True)
+        assert env["TMPDIR"] == expected, tmpdir
+    env = {"TMPDIR": "/home/u/tmp", "TMUX": "x"}
+    inside.tool_state_env(env, "/v/t", private_tmp=False)
+    assert env["TMPDIR"] == "/home/u/tmp" and env["TMUX"] == "x"  # no private /tmp to point at
+
+
+def test_hot_path_imports_nothing_new():
+    """`nsshell run` on an open vault imports inside, client and the light
+    modules; never plan, registry, unlock or json."""
+    code = (
+        "import sys; from nsshell import inside; "
+        "print(' '.join(sorted(m for m in sys.modules if m.startswith('nsshell') or m in ('json', 're', 'stat'))))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert {"nsshell.plan", "nsshell.registry", "nsshell.unlock", "json", "re"}.isdisjoint(out), out
