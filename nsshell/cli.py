@@ -239,6 +239,9 @@ def _print_context(row):
         hidden = [dest for dest, how in by_kind.get("hide", []) if how == "hidden"]
         if hidden:
             print(f"  hidden:     {', '.join(hidden)}")
+        refused = [f"{dest} ({how})" for dest, how in by_kind.get("hide", []) if how.startswith("not ")]
+        if refused:
+            print(f"  NOT hidden: {', '.join(refused)}")
     elif settings:
         where = "in the vault" if settings.get("keep_tmp") else "in memory, gone at lock"
         print(f"  private:    /tmp, /var/tmp ({where})" if settings.get("private_tmp") else "  private:    no private /tmp")

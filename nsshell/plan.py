@@ -162,10 +162,14 @@ def carry_out(steps, outcome, phase):
     kinds = [s.kind for s in steps]
     cut = kinds.index("mount vault")
     chosen = steps[:cut] if phase == "before mount" else steps[kinds.index("verify") + 1 :]
-    empty = EmptyFile(steps[cut].dest)
+    mountpoint = steps[cut].dest
+    empty = EmptyFile(mountpoint)
     try:
         for step in chosen:
-            if step.kind == "hide":
+            if step.kind in ("shadow", "hide") and (_under(mountpoint, step.dest) or _under(step.dest, mountpoint)):
+                # Covering the vault (or a path inside it) would hide the vault itself.
+                outcome.add(step, "not done: it holds the vault's mountpoint")
+            elif step.kind == "hide":
                 outcome.add(step, _hide(step, empty))
             else:
                 outcome.add(step, _EXECUTORS[step.kind](step))

@@ -136,3 +136,20 @@ def test_hot_path_imports_nothing_new():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert {"nsshell.plan", "nsshell.registry", "nsshell.unlock", "json", "re"}.isdisjoint(out), out
+
+
+def test_nothing_covers_the_vault_itself(tmp_path, monkeypatch):
+    """A hide or shadow entry that holds the mountpoint (or lies in it) is
+    refused with a reason, never carried out: it would cover the vault."""
+    calls = []
+    monkeypatch.setattr(plan.kernel, "mount_tmpfs", lambda *a, **k: calls.append(a))
+    monkeypatch.setattr(plan.kernel, "bind_mount", lambda *a, **k: calls.append(a))
+    home = tmp_path / "h"
+    (home / "Vaults" / "t").mkdir(parents=True)
+    spec = {"name": "t", "mountpoint": str(home / "Vaults" / "t"), "home": str(home), "private_tmp": False,
+            "private": ["~/Vaults/"], "hide": ["~/Vaults", "~/Vaults/t/x"]}
+    steps = [s for s in plan.build(spec) if s.kind != "shadow" or s.dest.endswith("Vaults")]
+    outcome = plan.Outcome()
+    plan.carry_out(steps, outcome, "after mount")
+    assert [how for _, _, how in outcome.rows] == ["not done: it holds the vault's mountpoint"] * 3
+    assert calls == []
