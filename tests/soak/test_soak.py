@@ -56,7 +56,7 @@ def test_50_concurrent_sessions_in_one_vault(world):
     mp = world.create("taxes")
     world.open("taxes")
     base_fds = _holder_fd_counts(world, "taxes")
-    gate = world.root / "gate"
+    gate = world.home / "gate"  # under HOME: inside a vault, /tmp is the vault's own (docs/context.md)
     sessions = [
         subprocess.Popen(
             [world.exe, "run", "taxes", "--", "sh", "-c",
