@@ -444,6 +444,7 @@ def user_namespace_descends_from(pid, ancestor_ino):
     finally:
         os.close(fd)
 
+
 # --- the vault's context: private tmp, shadows, hidden paths, network -------
 # (nsshell.plan decides which of these run, in what order; see docs/context.md)
 
