@@ -21,9 +21,10 @@ def _nsshell_keep_history_in_vault():
 
         try:
             import readline
-            import rlcompleter  # noqa: F401  (tab completion, as site does)
+            import rlcompleter
         except ImportError:
             return
+        readline.set_completer(rlcompleter.Completer().complete)  # tab completion, as site sets up
         readline.parse_and_bind("tab: complete")
         try:
             readline.read_init_file()

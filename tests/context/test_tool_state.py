@@ -8,8 +8,6 @@ program that wrote nothing at all cannot make the test pass."""
 
 import os
 import secrets
-import shutil
-import time
 
 import pytest
 
