@@ -594,11 +594,16 @@ def _parser():
     p = verb("status", cmd_status, "show details of one vault, or all")
     p.add_argument("name", metavar="NAME", nargs="?", help="the vault's name (default: every vault)")
 
-    p = sub.add_parser("left")  # the shell integration's, after `vault enter`; not in --help
+    # The shell integration runs this after `vault enter` returns; not in --help.
+    p = sub.add_parser(
+        "left",
+        description="Say what keeps vault NAME open, if anything (processes still inside it). "
+        "The shell integration runs this when 'vault enter' returns; it takes enter's arguments.",
+    )
     p.set_defaults(func=cmd_left)
-    p.add_argument("name", nargs="?", default="")
+    p.add_argument("name", metavar="NAME", nargs="?", default="", help="the vault's name")
     passphrase_options(p)
-    p.add_argument("--shell")
+    p.add_argument("--shell", metavar="PATH", help="ignored (as given to enter)")
 
     p = verb("ps", cmd_ps, "list the processes that can see a vault")
     p.add_argument("name", metavar="NAME", help=NAME_HELP)

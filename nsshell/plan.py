@@ -116,21 +116,24 @@ def build(spec):
     steps = []
     if spec.get("offline"):
         steps.append(Step("offline"))
-    tmp_steps = []
+    kept_tmp_steps = []
     if spec.get("private_tmp", True):
-        keep_tmp = spec.get("keep_tmp", False)
         wanted = [*TMP_PASSTHROUGH, home, mountpoint, spec.get("runtime_dir") or ""]
         if spec.get("xauthority"):
             wanted.append(spec["xauthority"])
         for directory, name in (("/tmp", "tmp"), ("/var/tmp", "var-tmp")):
             keep = _outermost(p for p in wanted if p and p != directory and _under(p, directory))
-            source = os.path.join(mountpoint, ".nsshell", name) if keep_tmp else None
-            tmp_steps.append(Step("private tmp", directory, source, keep))
-        if not keep_tmp:
-            steps += tmp_steps
+            # keep_tmp needs the vault, so it comes after "verify"; but when
+            # the mountpoint itself lies below that directory, binding it
+            # back then would copy the vault's mount (a second mount, which
+            # the keeper rightly takes for a cover): a tmpfs before the
+            # mount it is, and status says so.
+            if spec.get("keep_tmp", False) and not _under(mountpoint, directory):
+                kept_tmp_steps.append(Step("private tmp", directory, os.path.join(mountpoint, ".nsshell", name), keep))
+            else:
+                steps.append(Step("private tmp", directory, None, keep))
     steps += [Step("mount vault", mountpoint), Step("verify", mountpoint)]
-    if spec.get("private_tmp", True) and spec.get("keep_tmp", False):
-        steps += tmp_steps
+    steps += kept_tmp_steps
     shadow_root = shadow_home(mountpoint)
     for entry in dict.fromkeys([*DEFAULT_PRIVATE, *spec.get("private", ())]):
         dest = expand(entry, home)

@@ -2,6 +2,7 @@
 seen from inside the vault and from outside."""
 
 import os
+import secrets
 import socket
 import subprocess
 import sys
@@ -149,22 +150,30 @@ def test_x11_socket_reachable_with_private_tmp(vault):
 
 
 def test_private_tmp_gone_at_lock_unless_kept_in_the_vault(vault):
+    """Default: both gone at lock.  keep_tmp: kept in the vault, except a
+    directory that holds the mountpoint (here /tmp, as the test HOME is
+    there), which stays a tmpfs, and status says which is which."""
     world = vault
+    token = secrets.token_hex(4)  # unique per run: this machine's /tmp is shared
+    tmp_canary, var_canary = f"tmp{token}cnry", f"var{token}cnry"
     world.create("kept")
     _registry_append(world, "keep_tmp = true\n")  # the last table: vault "taxes" (sorted after "kept")
     for name in ("kept", "taxes"):
-        world.inside(name, "echo tmp-survives-cnry > /tmp/note; echo var-cnry > /var/tmp/note")
+        world.inside(name, f"echo {tmp_canary} > /tmp/note; echo {var_canary} > /var/tmp/note")
         world.run("lock", name, check=True)
         out = world.inside(name, "cat /tmp/note /var/tmp/note 2>&1; true").stdout
-        if name == "taxes":  # keep_tmp: in the ciphertext, across locks
-            assert "tmp-survives-cnry" in out and "var-cnry" in out, out
+        assert tmp_canary not in out, out  # /tmp: a tmpfs for both
+        if name == "taxes":
+            assert var_canary in out, out  # keep_tmp: /var/tmp in the ciphertext, across locks
         else:
-            assert "No such file" in out and "cnry" not in out, out
+            assert var_canary not in out, out
     from .scan import scan
 
-    assert scan([world.root, "/tmp", "/var/tmp"], ["tmp-survives-cnry", "var-cnry"]) == []
+    assert scan([world.root, "/tmp", "/var/tmp"], [tmp_canary, var_canary]) == []
+    world.open("taxes")
     status = world.run("status", "taxes", check=True).stdout
-    assert "/tmp, /var/tmp (in the vault)" in status, status
+    assert "private:    /tmp (tmpfs, gone at lock)" in status, status
+    assert "private:    /var/tmp (kept in the vault)" in status, status
     world.open("kept")
     status = world.run("status", "kept", check=True).stdout
-    assert "private:    /tmp (tmpfs, gone at lock)" in status and "shadowed:" in status, status
+    assert "private:    /var/tmp (tmpfs, gone at lock)" in status and "shadowed:" in status, status

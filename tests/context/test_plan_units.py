@@ -41,10 +41,19 @@ def test_plan_order_follows_the_settings():
 
 
 def test_kept_tmp_needs_the_vault_so_comes_after_verify():
-    kinds = _kinds(plan.build(_spec(keep_tmp=True)))
-    assert kinds.index("private tmp") > kinds.index("verify")
+    steps = plan.build(_spec(keep_tmp=True, mountpoint="/home/u/Vaults/t", home="/home/u"))
+    kinds = _kinds(steps)
+    assert kinds == ["mount vault", "verify", "private tmp", "private tmp"] + kinds[4:]
+    assert steps[2].source == "/home/u/Vaults/t/.nsshell/tmp" and steps[3].source == "/home/u/Vaults/t/.nsshell/var-tmp"
     assert "private tmp" not in _kinds(plan.build(_spec(private_tmp=False)))
     assert "offline" not in kinds
+    # A mountpoint below /tmp: binding it back after the mount would copy the
+    # vault's mount, so that directory gets the tmpfs, before the mount.
+    steps = plan.build(_spec(keep_tmp=True))
+    assert [(s.kind, s.dest, s.source) for s in steps[:4]] == [
+        ("private tmp", "/tmp", None), ("mount vault", "/tmp/w/h/Vaults/t", None),
+        ("verify", "/tmp/w/h/Vaults/t", None), ("private tmp", "/var/tmp", "/tmp/w/h/Vaults/t/.nsshell/var-tmp"),
+    ]
 
 
 def test_shadows_outside_home_are_dropped():

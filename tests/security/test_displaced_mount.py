@@ -238,9 +238,10 @@ def test_a_tmux_window_opened_outside_cannot_write_into_the_bare_mountpoint(worl
     there must fail, and nothing may appear on the host."""
     world.create("taxes")
     mp = world.mountpoint("taxes")
-    sock = world.root / "tmux.sock"
-    report = world.root / "report"
-    window = world.root / "window.sh"
+    # Under HOME: inside a vault /tmp is the vault's own (docs/context.md).
+    sock = world.home / "tmux.sock"
+    report = world.home / "report"
+    window = world.home / "window.sh"
     window.write_text(
         f"pwd > {report}.tmp\n"
         f"if echo plain > saved.txt; then echo wrote >> {report}.tmp; else echo refused >> {report}.tmp; fi\n"
@@ -306,7 +307,7 @@ def test_ps_finds_a_process_moved_into_a_nested_namespace_and_force_lock_ends_it
     world.create("taxes")
     mp = world.mountpoint("taxes")
     world.inside("taxes", f"echo secret > {mp}/s.txt")
-    pidfile = world.root / "nested.pid"
+    pidfile = world.home / "nested.pid"  # under HOME: inside a vault /tmp is the vault's own
     world.inside("taxes", f"unshare -U -m --map-current-user sh -c 'echo $$ > {pidfile}.tmp; "
                           f"mv {pidfile}.tmp {pidfile}; exec sleep 600' >/dev/null 2>&1 &", timeout=60)
     wait_for(pidfile.exists, what="the nested process to start")
