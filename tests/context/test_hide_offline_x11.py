@@ -122,9 +122,12 @@ def test_x11_socket_reachable_with_private_tmp(vault):
     """/tmp/.X11-unix is let through; the rest of /tmp is the vault's own."""
     world = vault
     x11 = "/tmp/.X11-unix"
+    created = False
     if not os.path.isdir(x11):
         try:
-            os.mkdir(x11, 0o1777)  # as an X server would; /tmp is sticky and world-writable
+            os.mkdir(x11)  # as an X server would; /tmp is sticky and world-writable
+            os.chmod(x11, 0o1777)
+            created = True
         except OSError as exc:
             pytest.fail(f"cannot create {x11} to stand in for an X server: {exc}")
     display = f"{x11}/X{os.getpid() % 50000 + 10000}"
@@ -146,6 +149,11 @@ def test_x11_socket_reachable_with_private_tmp(vault):
     finally:
         server.close()
         os.unlink(display)
+        if created:
+            try:
+                os.rmdir(x11)  # leave the machine as it was (unless something else uses it now)
+            except OSError:
+                pass
     assert not os.path.exists("/tmp/written-inside") or open("/tmp/written-inside").read() != "private\n"
 
 
