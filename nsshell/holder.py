@@ -946,8 +946,10 @@ class Supervisor:
         try:
             self.start_backend(ours)
         except NsshellError as exc:
-            self.report(errors.to_line(exc))
-            self.finish(keeper_fd)
+            # Say why only once the keeper, the backend and the runtime files
+            # are gone: the caller may look at once for anything left behind
+            # (a keeper with more mounts to tear down takes longer to exit).
+            self.finish(keeper_fd, failure=errors.to_line(exc))
             return
         self.start_autolock()
         self.watch(ours, keeper_fd)
@@ -1088,7 +1090,7 @@ class Supervisor:
                     keeper_alive = False
         self.finish(keeper_fd)
 
-    def finish(self, keeper_fd):
+    def finish(self, keeper_fd, failure=None):
         keeper_code = 0
         try:
             keeper_code = os.waitstatus_to_exitcode(os.waitpid(self.keeper_pid, 0)[1])
@@ -1113,12 +1115,12 @@ class Supervisor:
                         time.sleep(0.02)
                     if self.backend is None:
                         break
-        self.report(_line(f"ERR {FAILURE} the vault's holder stopped while opening it"))
         try:
             os.unlink(paths.socket_path(self.name, self.runtime_dir))
         except OSError:
             pass  # gone, or something else (a directory) took its place: not ours to remove
         cleanup_runtime_files(self.name, self.runtime_dir, keep_log=keeper_code == KEEPER_BUG_EXIT)
+        self.report(failure or _line(f"ERR {FAILURE} the vault's holder stopped while opening it"))
 
 
 def main(argv):

@@ -37,6 +37,8 @@ def test_outside_tmux_and_screen_unreachable_from_inside(vault):
             ["tmux", "display-message", "-p", "-t", "outer", "#{socket_path},#{pid},0"], env=outer,
             capture_output=True, text=True, check=True,
         ).stdout.strip()
+        world.wait_until(lambda: any(n.endswith(".outerscr") for n in os.listdir(screen_dir)), timeout=60,
+                         what="the outside screen session's socket")
         sty = next(name for name in os.listdir(screen_dir) if name.endswith(".outerscr"))
         # A shell inside the vault that was entered from a pane of each (TMUX/STY inherited).
         env = {"TMUX": socket_path, "TMUX_PANE": "%0", "TMUX_TMPDIR": str(tmux_dir),
