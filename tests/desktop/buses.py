@@ -76,7 +76,16 @@ class Bus:
             f.write(BUS_CONFIG.format(socket=self.socket))
         self.processes = []
         self.daemon = self.start(["dbus-daemon", f"--config-file={config}", "--nofork"])
-        wait_for(lambda: os.path.exists(self.socket), f"{label} bus socket")
+        # The socket file appears at bind(), before the daemon listens: wait
+        # until a connection is accepted, not until the file exists.
+        wait_for(self.accepts_connections, f"{label} bus socket")
+
+    def accepts_connections(self):
+        try:
+            self.connect().close()
+        except (FileNotFoundError, ConnectionRefusedError):
+            return False
+        return True
 
     def start(self, argv, **kw):
         proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **kw)
