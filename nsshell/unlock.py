@@ -340,11 +340,14 @@ def holder_command_line(name, runtime_dir, spec_fd, passphrase_fd, status_fd):
     """argv that starts a holder: ``python -c HOLDER_START nsshell.holder NAME
     RUNTIME_DIR SPEC_FD PASSPHRASE_FD STATUS_FD``.
 
-    -c rather than -m: runpy alone costs a fifth of Python's start-up.  The
-    word nsshell.holder, NAME and RUNTIME_DIR are there for people reading ps
-    (and for tests that count holders); the spec itself comes on SPEC_FD."""
+    -c rather than -m: runpy alone costs a fifth of Python's start-up.  -P:
+    -c would put the caller's cwd first on sys.path, so an ``nsshell/``
+    directory there (a downloaded repository, another version's checkout)
+    would be the holder's code.  The word nsshell.holder, NAME and
+    RUNTIME_DIR are there for people reading ps (and for tests that count
+    holders); the spec itself comes on SPEC_FD."""
     fds = (str(spec_fd), str(passphrase_fd), str(status_fd))
-    return [sys.executable, "-c", HOLDER_START, "nsshell.holder", name, runtime_dir, *fds]
+    return [sys.executable, "-P", "-c", HOLDER_START, "nsshell.holder", name, runtime_dir, *fds]
 
 
 class HolderStart:

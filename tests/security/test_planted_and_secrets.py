@@ -251,3 +251,22 @@ def test_gocryptfs_killed_during_startup_never_lets_a_session_write(world):
     code, output = fsck(world, "taxes")
     assert code == 0, output
     record("failed-unlock", cause="gocryptfs SIGKILLed during scrypt", bare_writes=0)
+
+
+# --- the holder's code comes from the install, never from the caller's cwd ---------------
+
+
+def test_a_planted_nsshell_package_in_the_cwd_is_never_imported_by_the_holder(vault):
+    """`python -c` puts the cwd first on sys.path.  An unlock started in a
+    directory that holds an `nsshell/` package (a downloaded repository, a
+    checkout of another version) must still run the installed holder."""
+    world = vault
+    planted = world.root / "project"
+    package = planted / "nsshell"
+    package.mkdir(parents=True)
+    marker = world.root / "planted-code-ran"
+    (package / "__init__.py").write_text(f"open({str(marker)!r}, 'w').write('ran')\n")
+    (package / "holder.py").write_text(f"open({str(marker)!r}, 'w').write('ran')\n")
+    world.run("open", "taxes", "--passfile", world.passfile, cwd=planted, check=True)
+    assert world.state("taxes")["state"] == "open"
+    assert not marker.exists(), "the holder imported nsshell from the caller's working directory"
