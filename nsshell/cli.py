@@ -484,7 +484,7 @@ examples:
 
 shell integration (adds 'vault enter/leave', a prompt marker, TAB completion):
   eval "$(nsshell init bash)"   # in ~/.bashrc; or zsh in ~/.zshrc
-  xontrib load nsshell          # in ~/.xonshrc
+  execx($(nsshell init xonsh), 'exec', __xonsh__.ctx, filename='nsshell')   # in ~/.xonshrc
 
 files: registry $XDG_CONFIG_HOME/nsshell/vaults.toml, ciphertext
 $XDG_DATA_HOME/nsshell/vaults/NAME, sockets $XDG_RUNTIME_DIR/nsshell/.

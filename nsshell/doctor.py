@@ -72,14 +72,26 @@ def check_fuse_device():
     return Check("/dev/fuse", "ok", "accessible")
 
 
+def _apparmor_fix():
+    """The exact commands: a profile that allows user namespaces for the
+    real file of the Python running nsshell (AppArmor does not follow a
+    venv's symlink), or the blunt sysctl."""
+    python = os.path.realpath(sys.executable)
+    profile = f"abi <abi/4.0>,\\ninclude <tunables/global>\\nprofile nsshell {python} flags=(unconfined) {{\\n  userns,\\n}}\\n"
+    return (
+        f"printf '{profile}' | sudo tee /etc/apparmor.d/nsshell && sudo apparmor_parser -r /etc/apparmor.d/nsshell "
+        f"(this lets every program run by {python} create user namespaces), "
+        "or: sudo sysctl kernel.apparmor_restrict_unprivileged_userns=0 (every program)"
+    )
+
+
 def check_apparmor():
     value = _read("/proc/sys/kernel/apparmor_restrict_unprivileged_userns")
     if value == "1":
         return Check(
             "AppArmor user namespace restriction", "fail",
             "kernel.apparmor_restrict_unprivileged_userns=1 (Ubuntu 23.10+) blocks unprivileged user namespaces",
-            "install an AppArmor profile that allows userns for nsshell's python (see docs/install.md in the nsshell sources), "
-            "or: sudo sysctl kernel.apparmor_restrict_unprivileged_userns=0",
+            _apparmor_fix(),
         )
     return Check("AppArmor user namespace restriction", "ok", "not restricting" if value is not None else "not present")
 

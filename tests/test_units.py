@@ -227,3 +227,17 @@ def test_corrupt_registry_cache_is_ignored(xdg):
     with open(os.path.join(paths.cache_dir(), "registry.cache"), "wb") as f:
         f.write(b"\x00garbage")
     assert registry.load()["taxes"] == _vault("taxes")
+
+
+def test_doctor_apparmor_fix_names_the_real_python_and_the_exact_commands(monkeypatch):
+    """A pipx user has no sources to read: the fix line itself must do."""
+    import sys
+
+    from nsshell import doctor
+
+    monkeypatch.setattr(doctor, "_read", lambda path: "1" if "apparmor" in path else None)
+    check = doctor.check_apparmor()
+    assert check.status == "fail"
+    assert f"profile nsshell {os.path.realpath(sys.executable)} " in check.fix
+    assert "sudo apparmor_parser -r /etc/apparmor.d/nsshell" in check.fix
+    assert "nsshell sources" not in check.fix
