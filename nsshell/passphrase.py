@@ -58,7 +58,7 @@ class PassphraseSource:
                     f"update it with 'nsshell keyring add {name}'\n".encode(),
                 )
                 self.keyring = False
-        return prompt(f"Passphrase for {name}: ", confirm=confirm)
+        return prompt(f"{'New passphrase' if confirm else 'Passphrase'} for {name}: ", confirm=confirm)
 
 
 def read_extpass(program):
@@ -134,6 +134,8 @@ def prompt(text, confirm=False):
     os.close(tty)
     try:
         first = getpass.getpass(text)
+        if not first:  # say so before asking to repeat it
+            raise NsshellError("the passphrase cannot be empty", BAD_PASSPHRASE)
         if confirm:
             again = getpass.getpass("Repeat to confirm: ")
             if again != first:
@@ -141,8 +143,6 @@ def prompt(text, confirm=False):
     except EOFError:
         raise NsshellError("no passphrase given", BAD_PASSPHRASE) from None
     # KeyboardInterrupt (Ctrl-C) goes on up: the CLI ends the prompt's line and exits 130.
-    if not first:
-        raise NsshellError("the passphrase cannot be empty", BAD_PASSPHRASE)
     return first.encode()
 
 

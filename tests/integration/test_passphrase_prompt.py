@@ -43,7 +43,7 @@ def test_three_wrong_passphrases_give_up_with_exit_4(vault):
 
 def test_create_asks_twice_and_refuses_a_mismatch(world):
     child = _spawn(world, "create", "taxes")
-    child.expect("Passphrase for taxes: ")
+    child.expect("New passphrase for taxes: ")
     child.sendline("one")
     child.expect("Repeat to confirm: ")
     child.sendline("two")
@@ -53,3 +53,15 @@ def test_create_asks_twice_and_refuses_a_mismatch(world):
     assert child.exitstatus == 4
     assert not world.cipher_dir("taxes").exists()
     assert world.run("list", "--json", check=True).stdout.strip() == "[]"
+
+
+def test_create_refuses_an_empty_passphrase_before_asking_to_repeat_it(world):
+    child = _spawn(world, "create", "taxes")
+    child.expect("New passphrase for taxes: ")
+    child.sendline("")
+    index = child.expect(["the passphrase cannot be empty", "Repeat to confirm: "])
+    assert index == 0, "an empty passphrase was only refused after the repeat"
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 4
+    assert not world.cipher_dir("taxes").exists()
