@@ -10,6 +10,7 @@ skipping.
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -20,6 +21,15 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 PASSPHRASE = "correct horse battery staple"
+
+# A suite started with SIGINT ignored (a background job of a shell without job
+# control, which CI may be) hands SIG_IGN on to every program it spawns, and
+# the Ctrl-C tests then type ^C at programs that cannot hear it.  A user at a
+# terminal has SIGINT at its default, so give every child that: catch SIGINT
+# here (a caught signal is reset to SIG_DFL by exec, an ignored one stays
+# ignored).  This covers every pexpect, pty and subprocess child of the suite.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def nsshell_executable():

@@ -9,6 +9,7 @@ import fcntl
 import json
 import marshal
 import os
+import signal
 import struct
 import subprocess
 import sys
@@ -208,6 +209,14 @@ def test_ctrl_c_at_the_purge_question_exits_130_and_removes_nothing(vault):
     assert child.exitstatus == 130, child.before
     assert (vault.cipher_dir("taxes") / "gocryptfs.conf").exists()
     assert [row["name"] for row in json.loads(vault.run("list", "--json", check=True).stdout)] == ["taxes"]
+
+
+def test_programs_the_suite_spawns_hear_ctrl_c_even_if_the_suite_was_started_ignoring_it():
+    """Else the Ctrl-C tests fail under '(trap "" INT; ./scripts/test)' (conftest.py)."""
+    child = pexpect.spawn("/bin/sh", ["-c", "grep SigIgn /proc/self/status"], encoding="utf-8", timeout=60)
+    child.expect(pexpect.EOF)
+    ignored = int(child.before.split()[-1], 16)
+    assert not ignored & (1 << (signal.SIGINT - 1)), child.before
 
 
 @pytest.mark.parametrize("verb", ["run", "open"])
