@@ -909,6 +909,7 @@ class Supervisor:
         self.notified = False
 
     def report(self, line):
+        """READY: the client returns at once, so close the status pipe now."""
         if self.status is not None:
             try:
                 self.status.write(line)
@@ -917,6 +918,17 @@ class Supervisor:
                 pass
             self.status = None
 
+    def report_failure(self, line):
+        """An ERR line, written only after the keeper and the backend are gone
+        and the runtime files removed; the pipe is left for this process's exit
+        to close, and the client waits for that EOF.  Else a retry at once
+        could meet a holder still cleaning up, which removes the retry's files."""
+        if self.status is not None:
+            try:
+                self.status.write(line)
+            except OSError:
+                pass
+
     def run(self):
         kernel.set_process_name("nsshell-holder")
         # One backend per cipher directory, whatever the runtime directory:
@@ -924,8 +936,8 @@ class Supervisor:
         # (CLOEXEC: gocryptfs does not get it).  Taken before the backend starts.
         self.cipher_lock = kernel.lock_directory(self.spec["cipher_dir"])
         if self.cipher_lock is None:
-            self.report(errors.to_line(open_elsewhere_error(self.name, self.spec["cipher_dir"], self.runtime_dir)))
             cleanup_runtime_files(self.name, self.runtime_dir)
+            self.report_failure(errors.to_line(open_elsewhere_error(self.name, self.spec["cipher_dir"], self.runtime_dir)))
             return
         me = os.getpid()
         write_state(self.name, self.runtime_dir, supervisor=[me, process_start_time(me)], keeper=None, backend=None)
@@ -1120,7 +1132,7 @@ class Supervisor:
         except OSError:
             pass  # gone, or something else (a directory) took its place: not ours to remove
         cleanup_runtime_files(self.name, self.runtime_dir, keep_log=keeper_code == KEEPER_BUG_EXIT)
-        self.report(failure or _line(f"ERR {FAILURE} the vault's holder stopped while opening it"))
+        self.report_failure(failure or _line(f"ERR {FAILURE} the vault's holder stopped while opening it"))
 
 
 def main(argv):
@@ -1173,12 +1185,12 @@ def main(argv):
             raise  # the keeper's, or a later failure: not this early one
         # Before the keeper exists (a full runtime directory, say): the
         # client gets the one line; the log gets it too if it has room.
-        supervisor.report(errors.to_line(exc))
         try:
             os.write(2, _line(f"nsshell-holder: {exc}"))
         except OSError:
             pass
         cleanup_runtime_files(spec["name"], spec["runtime_dir"])
+        supervisor.report_failure(errors.to_line(exc))
     os._exit(0)
 
 

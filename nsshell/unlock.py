@@ -21,6 +21,7 @@ from nsshell.kernel import process_start_time
 from nsshell.passphrase import PassphraseSource
 
 READY_TIMEOUT = 180.0  # scrypt is slow on purpose, and a passphrase may still be typed
+HOLDER_EXIT_TIMEOUT = 30.0  # after its ERR line the holder only exits; generous, against a hang
 
 PASSPHRASE_ATTEMPTS = 3
 STOPPING_TIMEOUT = 15.0  # how long to wait for a holder that is locking right now
@@ -420,6 +421,10 @@ class HolderStart:
             os.close(self.pass_w)
         try:
             reply = _read_all(self.status_r, READY_TIMEOUT)
+            if reply.startswith(b"ERR "):
+                # The holder closes its end by exiting, after it has cleaned
+                # up: return only then, so that nothing of it is left.
+                _read_all(self.status_r, HOLDER_EXIT_TIMEOUT, until_eof=True)
         finally:
             os.close(self.status_r)
         text = reply.decode(errors="replace").strip()
@@ -438,7 +443,7 @@ def _socketpair():
     return a.detach(), b.detach()
 
 
-def _read_all(fd, timeout):
+def _read_all(fd, timeout, until_eof=False):
     import select  # a C module; selectors would add collections.abc and more to every unlock
 
     chunks = []
@@ -452,7 +457,7 @@ def _read_all(fd, timeout):
         if not chunk:
             break
         chunks.append(chunk)
-        if chunk.endswith(b"\n"):
+        if chunk.endswith(b"\n") and not until_eof:
             break  # the holder says one line: READY or ERR ...
     return b"".join(chunks)
 

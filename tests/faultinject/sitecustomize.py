@@ -11,6 +11,8 @@ nsshell knows about it: it replaces kernel functions from the outside.
                (the libc call is replaced, so nsshell's own error handling runs)
   keeper-bug   the keeper's STATUS answer raises RuntimeError: a bug nobody
                expected, in the middle of the serving loop
+  slow-cleanup the holder takes 2 s longer to remove its runtime files, as on a
+               loaded machine where it is not scheduled for a while
 """
 
 import os
@@ -58,3 +60,15 @@ if _fault:
             raise RuntimeError("injected keeper bug")
 
         holder._open_fd_count = open_fd_count
+    elif _fault == "slow-cleanup":
+        import time
+
+        from nsshell import holder
+
+        real_cleanup = holder.cleanup_runtime_files
+
+        def cleanup_runtime_files(*args, **kwargs):
+            time.sleep(2)
+            return real_cleanup(*args, **kwargs)
+
+        holder.cleanup_runtime_files = cleanup_runtime_files

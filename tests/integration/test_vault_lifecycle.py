@@ -105,6 +105,22 @@ def test_wrong_passphrase_leaves_nothing_behind(vault, tmp_path):
     assert vault.state("taxes")["state"] == "locked"
 
 
+def test_a_wrong_passphrase_returns_only_after_the_holder_is_gone_even_if_it_is_slow(vault, tmp_path):
+    """A retry right after the error must not meet the failed holder still
+    cleaning up (it would remove the retry's runtime files): the client
+    returns only once the holder has exited, however late it is scheduled."""
+    wrong = tmp_path / "wrong"
+    wrong.write_text("not the passphrase\n")
+    faults = os.path.join(os.path.dirname(__file__), "..", "faultinject")
+    env = {"PYTHONPATH": os.path.abspath(faults), "NSSHELL_TEST_FAULT": "slow-cleanup"}
+    result = vault.run("run", "taxes", "--passfile", wrong, "--", "true", env=env)
+    assert result.returncode == 4, result.stderr
+    assert result.stderr.strip() == "nsshell: wrong passphrase"
+    assert vault.holder_pids() == []
+    assert vault.runtime_files() == []
+    assert vault.state("taxes")["state"] == "locked"
+
+
 def test_no_terminal_and_no_passfile_is_a_clear_error(vault):
     result = subprocess.run(
         [vault.exe, "run", "taxes", "--", "true"], env=vault.env, capture_output=True, text=True,
