@@ -271,12 +271,13 @@ def _nsfs_handle(ns_id, ns_type, inum):
     return ctypes.create_string_buffer(struct.pack("IiQII", 16, FILEID_NSFS, ns_id, ns_type, inum))
 
 
-def _newest_namespace_id():
-    """The id of a mount namespace made just now: every older one has a smaller id."""
+def _namespace_id_made_now_on(cpu):
+    """The id of a mount namespace made just now on this CPU."""
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:
         try:
+            os.sched_setaffinity(0, {cpu})
             libc = ctypes.CDLL(None, use_errno=True)
             if libc.unshare(CLONE_NEWUSER | CLONE_NEWNS) == 0:
                 fd = os.open("/proc/self/ns/mnt", os.O_RDONLY)
@@ -289,7 +290,20 @@ def _newest_namespace_id():
     raw = os.read(read_end, 8)
     os.close(read_end)
     os.waitpid(pid, 0)
-    return struct.unpack("Q", raw)[0] if len(raw) == 8 else 1 << 16
+    assert len(raw) == 8, f"could not make a mount namespace on CPU {cpu} to learn the newest namespace id"
+    return struct.unpack("Q", raw)[0]
+
+
+def _newest_namespace_id():
+    """An id at least as high as that of every namespace made before the call.
+
+    The kernel hands out namespace ids (of every type, one counter) in
+    batches per CPU, so ids are not in creation order across CPUs: a
+    namespace made now on one CPU can have a lower id than one made earlier
+    on another (seen on 6.18: 29735 on CPU 0, then 27822 on CPU 1).  A
+    namespace made now on each CPU this process (and so the holders it
+    starts) may run on, and the highest of their ids, bounds them all."""
+    return max(_namespace_id_made_now_on(cpu) for cpu in sorted(os.sched_getaffinity(0)))
 
 
 def _open_by_scanning_ids(libc, nsfs_fd, ns_type, inum, newest):
