@@ -113,7 +113,11 @@ def adopt(name, source, cipher_dir, mountpoint=None):
 
 
 def _makedirs(path):
-    """mkdir -p with 0700 for new directories; returns those it made, outermost first."""
+    """mkdir -p with 0700 for new directories; returns those it made, outermost first.
+
+    Another nsshell (a parallel create) may make a parent such as ~/Vaults
+    between the check and the mkdir: then it is theirs, not ours to remove
+    on failure.  The vault's own directory appearing meanwhile is a conflict."""
     missing = []
     while not os.path.exists(path):
         missing.append(path)
@@ -123,7 +127,11 @@ def _makedirs(path):
         try:
             os.mkdir(directory, 0o700)
         except FileExistsError:
-            continue  # a concurrent `nsshell create` made it: not ours to remove on failure
+            if directory == missing[0] or not os.path.isdir(directory):
+                raise NsshellError(
+                    f"{directory} was created by something else meanwhile; check what it is, then try again", CONFLICT
+                ) from None
+            continue
         made.append(directory)
     return made
 

@@ -241,3 +241,31 @@ def test_doctor_apparmor_fix_names_the_real_python_and_the_exact_commands(monkey
     assert f"profile nsshell {os.path.realpath(sys.executable)} " in check.fix
     assert "sudo apparmor_parser -r /etc/apparmor.d/nsshell" in check.fix
     assert "nsshell sources" not in check.fix
+
+
+def test_parallel_creates_share_a_parent_directory_without_a_traceback(tmp_path, monkeypatch):
+    """Four 'nsshell create' at once (tests/soak) each make ~/Vaults if it is
+    missing: the one that loses the race must go on, and own only what it made."""
+    from nsshell import vaults
+
+    shared = tmp_path / "Vaults"
+    real_mkdir = os.mkdir
+
+    def mkdir_after_another_create(path, mode=0o777):
+        if str(path) == str(shared) and not shared.exists():
+            real_mkdir(path, 0o700)  # the other create, between our check and our mkdir
+        real_mkdir(path, mode)
+
+    monkeypatch.setattr(os, "mkdir", mkdir_after_another_create)
+    made = vaults._makedirs(str(shared / "v01"))
+    assert made == [str(shared / "v01")]  # ~/Vaults is not ours to remove if this create fails
+    assert (shared / "v01").is_dir()
+
+    def mkdir_after_someone_else(path, mode=0o777):
+        real_mkdir(path, 0o700)
+        real_mkdir(path, mode)
+
+    monkeypatch.setattr(os, "mkdir", mkdir_after_someone_else)
+    with pytest.raises(NsshellError) as raised:  # the vault's own directory, made meanwhile by someone else
+        vaults._makedirs(str(shared / "v02"))
+    assert raised.value.code == errors.CONFLICT and "meanwhile" in str(raised.value)
