@@ -53,7 +53,11 @@ from nsshell.backend import BACKEND, backend_environment
 from nsshell.errors import BUSY, CONFLICT, FAILURE, UNSAFE, NsshellError
 
 FIRST_JOIN_GRACE = 30.0  # seconds a freshly unlocked vault waits for its first session
-END_SESSIONS_GRACE = 3.0  # seconds between SIGHUP and SIGKILL when sessions are ended
+# Seconds between SIGHUP and SIGKILL when sessions are ended.  It ends as soon
+# as the sessions have exited; a shell on a loaded machine can need seconds to
+# write its history, and losing that is worse than a slower lock.  At most
+# twice this (two rounds) plus the backend's exit: unlock.STOPPING_TIMEOUT.
+END_SESSIONS_GRACE = 10.0
 BACKEND_EXIT_GRACE = 5.0  # seconds the backend gets to exit by itself after the unmount
 READY_TIMEOUT = 120.0  # scrypt is slow on purpose; a hung backend is not
 FIRST_READ_TIMEOUT = 20.0  # a serving gocryptfs answers the keeper's first read in milliseconds

@@ -24,7 +24,11 @@ READY_TIMEOUT = 180.0  # scrypt is slow on purpose, and a passphrase may still b
 HOLDER_EXIT_TIMEOUT = 30.0  # after its ERR line the holder only exits; generous, against a hang
 
 PASSPHRASE_ATTEMPTS = 3
-STOPPING_TIMEOUT = 15.0  # how long to wait for a holder that is locking right now
+# How long to wait for a holder that is locking right now: the longest lock is
+# 2 x holder.END_SESSIONS_GRACE (10 s) with sessions, then up to 3 x
+# holder.BACKEND_EXIT_GRACE (5 s) for gocryptfs, plus room on a loaded machine.
+STOPPING_TIMEOUT = 50.0
+NOT_ANSWERING_TIMEOUT = 15.0  # how long a holder that neither answers nor was told to lock gets
 
 
 class VaultLock:
@@ -536,7 +540,7 @@ def _lock_through_state_record(name, base, line, force):
         if not lock_signalled and _send_lock(name, base, line):
             return True
         now = time.monotonic()
-        if now - started >= STOPPING_TIMEOUT:
+        if now - started >= (STOPPING_TIMEOUT if lock_signalled else NOT_ANSWERING_TIMEOUT):
             raise _holder_stuck(name, state)
         if force and not lock_signalled and now - started >= RECREATE_WAIT:
             lock_signalled = _signal_role(state, "keeper", LOCK_SIGNAL)

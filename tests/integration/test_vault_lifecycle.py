@@ -11,6 +11,8 @@ import time
 import psutil
 import pytest
 
+from reliability import record
+
 
 pytestmark = pytest.mark.namespaces
 
@@ -176,6 +178,48 @@ def test_lock_refuses_while_sessions_run_unless_forced(vault):
     assert session.wait(10) == -signal.SIGHUP
     assert vault.state("taxes")["state"] == "locked"
     assert vault.holder_pids() == []
+
+
+def test_lock_force_lets_a_slow_session_finish_saving_after_sighup(vault):
+    """A shell on a loaded machine may need seconds after SIGHUP to write its
+    history; losing it is worse than a slower lock.  This session needs 5 s."""
+    mp = vault.mountpoint("taxes")
+    vault.open("taxes")
+    saving = f"trap 'sleep 5; echo saved > {mp}/history; exit 0' HUP; while :; do sleep 0.1; done"
+    session = subprocess.Popen([vault.exe, "run", "taxes", "--", "sh", "-c", saving], env=vault.env,
+                               stdout=subprocess.DEVNULL)
+    vault.wait_until(lambda: vault.state("taxes")["sessions"] == 1, what="the session to register")
+    started = time.monotonic()
+    forced = vault.run("lock", "taxes", "--force")
+    took = time.monotonic() - started
+    assert forced.returncode == 0, forced.stderr
+    assert session.wait(60) == 0
+    assert vault.holder_pids() == []
+    assert vault.inside("taxes", f"cat {mp}/history").stdout == "saved\n"
+    # A session that exits at once ends the grace at once.
+    quick = subprocess.Popen([vault.exe, "run", "taxes", "--passfile", vault.passfile, "--", "sleep", "60"],
+                             env=vault.env, stdout=subprocess.DEVNULL)
+    vault.wait_until(lambda: vault.state("taxes")["sessions"] == 1, what="the session to register")
+    started = time.monotonic()
+    vault.run("lock", "taxes", "--force", check=True)
+    record("lock-force-grace", slow_session_seconds=round(took, 2),
+           quick_session_seconds=round(time.monotonic() - started, 2))
+    quick.wait(60)
+
+
+def test_lock_force_still_finishes_when_a_session_ignores_sighup(vault):
+    vault.open("taxes")
+    session = subprocess.Popen([vault.exe, "run", "taxes", "--", "sh", "-c", "trap '' HUP; sleep 600"],
+                               env=vault.env, stdout=subprocess.DEVNULL)
+    vault.wait_until(lambda: vault.state("taxes")["sessions"] == 1, what="the session to register")
+    started = time.monotonic()
+    forced = vault.run("lock", "taxes", "--force")
+    took = time.monotonic() - started
+    assert forced.returncode == 0, forced.stderr
+    assert session.wait(60) == -signal.SIGKILL
+    assert vault.state("taxes")["state"] == "locked"
+    assert vault.holder_pids() == []
+    record("lock-force-sighup-ignored", seconds=round(took, 2))
 
 
 def test_vault_stays_open_for_background_processes_of_a_session(vault):
