@@ -16,9 +16,9 @@ Triggers (per vault ``lock_on``, default all three; ``idle_lock`` apart):
   ``ActiveChanged(true)`` of org.freedesktop / org.gnome / org.xfce
   ``ScreenSaver`` on the session bus.
 - ``logout``: logind's ``Manager.SessionRemoved`` for that session.
-- ``idle_lock``: no file activity in the vault for that long, measured from
-  the backend's I/O counters (every FUSE request is a read of the FUSE fd by
-  gocryptfs), or from its CPU time where its /proc/PID/io is not readable.
+- ``idle_lock``: no file activity in the vault for that long, measured by
+  counting FUSE requests (the kernel signals the supervisor on each one),
+  else from the backend's /proc/PID/io, else from its CPU time.
 
 D-Bus is spoken with jeepney (pure Python; secretstorage uses it too), and
 only here, never on the unlock or run paths.  The system bus is found the
@@ -28,6 +28,7 @@ log says so, and ``nsshell doctor`` reports it.
 """
 
 import os
+import signal
 import sys
 import threading
 import time
@@ -69,8 +70,11 @@ class Locker:
             self._done.release()
 
 
-def start(spec, backend_pid):
-    """Start the watchers this vault's settings ask for; returns the threads."""
+def start(spec, backend_pid, fuse_requests=None):
+    """Start the watchers this vault's settings ask for; returns the threads.
+
+    fuse_requests: a pipe that gets the byte SIGIO for FUSE requests of the
+    vault (nsshell.holder.Supervisor.count_fuse_requests), or None."""
     locker = Locker(spec)
     triggers = set(spec.get("lock_on", ()))
     watchers = []
@@ -80,7 +84,7 @@ def start(spec, backend_pid):
         watchers.append(("session-bus", lambda: watch_session_bus(locker)))
     idle = spec.get("idle_lock", 0)
     if idle:
-        watchers.append(("idle", lambda: watch_idle(locker, idle, ActivityProbe(backend_pid))))
+        watchers.append(("idle", lambda: watch_idle(locker, idle, ActivityProbe(backend_pid, fuse_requests))))
     threads = []
     for label, body in watchers:
         thread = threading.Thread(target=_guarded, args=(label, body, locker), name=f"autolock-{label}", daemon=True)
@@ -241,21 +245,32 @@ def watch_session_bus(locker):
 class ActivityProbe:
     """A number that changes whenever the vault's files are used.
 
-    gocryptfs reads every FUSE request from the FUSE fd and writes every
-    answer to it, so its read and write counters in /proc/PID/io move with
-    any use of the vault, a stat as much as a read.  Where that file is not
-    readable (a gocryptfs made non-dumpable by a root-owned 0711 binary),
-    its CPU time in /proc/PID/stat, which anyone may read, stands in.  That
-    is coarser: it counts in 10 ms ticks, one `ls` costs less than a tick,
-    and Go's periodic garbage collection adds a tick every few minutes to an
-    idle gocryptfs (measured: 1 tick in 300 s idle, 12 ticks for 200 `ls`).
-    So there only 2 ticks or more between two checks count as use."""
+    Every use of the vault's files (a stat as much as a read) is a FUSE
+    request, and the kernel signals the supervisor on each one it queues
+    (nsshell.kernel.signal_on_fuse_requests); the signals arrive here as
+    bytes on a pipe, and their count is the number.  It works whatever
+    gocryptfs is, dumpable or not, and stays still when nobody uses the vault
+    (measured in docs/desktop.md: no request in minutes of idleness, while
+    the backend's Go runtime wakes up for a garbage collection every two
+    minutes, which CPU-based measures cannot tell from one `ls`).
+
+    Where the signals could not be set up: the backend's read and write
+    counters in /proc/PID/io (it reads every request from the FUSE fd), and
+    where that is not readable (a gocryptfs made non-dumpable by a root-owned
+    0711 binary), its CPU time in /proc/PID/stat, which anyone may read.
+    That is coarse: it counts in 10 ms ticks, one `ls` costs less than a
+    tick, and Go's periodic garbage collection adds a tick every few minutes
+    to an idle gocryptfs (measured: 1 tick in 300 s idle, 12 ticks for 200
+    `ls`).  So there only 2 ticks or more between two checks count as use."""
 
     CPU_TICKS_OF_USE = 2
+    SIGIO = bytes([signal.SIGIO])  # what the wakeup fd carries for it: the signal's number
 
-    def __init__(self, backend_pid):
+    def __init__(self, backend_pid, fuse_requests=None):
         self.pid = backend_pid
-        self.source = "io"
+        self.fuse_requests = fuse_requests
+        self.requests_seen = 0
+        self.source = "fuse-requests" if fuse_requests is not None else "io"
 
     def moved(self, before, now):
         """Whether the vault was used between two readings."""
@@ -268,6 +283,8 @@ class ActivityProbe:
     def read(self):
         if self.pid is None:
             return None
+        if self.source == "fuse-requests":
+            return self._count_requests()
         if self.source == "io":
             try:
                 with open(f"/proc/{self.pid}/io", "rb") as f:
@@ -285,6 +302,19 @@ class ActivityProbe:
             return int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
         except (OSError, ValueError, IndexError):
             return None
+
+    def _count_requests(self):
+        """Requests signalled so far; None once the backend is gone (the holder is ending)."""
+        if not os.path.exists(f"/proc/{self.pid}"):
+            return None
+        while True:
+            try:
+                chunk = os.read(self.fuse_requests, 65536)
+            except BlockingIOError:
+                return self.requests_seen
+            if not chunk:
+                return None
+            self.requests_seen += chunk.count(self.SIGIO)
 
 
 def watch_idle(locker, idle_seconds, probe, clock=time.monotonic, sleep=time.sleep):

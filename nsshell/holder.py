@@ -911,6 +911,7 @@ class Supervisor:
         self.backend = None
         self.keeper_pid = None
         self.notified = False
+        self.fuse_signals = False  # SIGIO on every FUSE request (count_fuse_requests)
 
     def report(self, line):
         """READY: the client returns at once, so close the status pipe now."""
@@ -970,6 +971,18 @@ class Supervisor:
         self.start_autolock()
         self.watch(ours, keeper_fd)
 
+    def count_fuse_requests(self, fuse_fd):
+        """For idle_lock: the kernel signals this process (SIGIO) on every
+        FUSE request of the vault; start_autolock hands the signals to the
+        idle watcher.  Without it the watcher falls back to /proc (see
+        nsshell.autolock.ActivityProbe) and the log says why."""
+        try:
+            signal.signal(signal.SIGIO, _ignore_signal)  # its default action would kill us
+            kernel.signal_on_fuse_requests(fuse_fd, os.getpid())
+            self.fuse_signals = True
+        except OSError as exc:
+            sys.stderr.write(f"nsshell-holder: cannot count FUSE requests ({exc!r}); idle_lock measures /proc instead\n")
+
     def start_autolock(self):
         """Lock on suspend, screen lock, logout and idleness (nsshell.autolock):
         threads of this process, started only after READY so that unlocking
@@ -977,7 +990,14 @@ class Supervisor:
         try:
             from nsshell import autolock
 
-            autolock.start(self.spec, self.backend[0] if self.backend else None)
+            requests = None
+            if self.fuse_signals:
+                # Every signal's number is written to this pipe by the C-level
+                # handler, in whichever thread it lands; the idle watcher reads
+                # it.  A full pipe drops bytes quietly: "any" is all it needs.
+                requests, written = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+                signal.set_wakeup_fd(written, warn_on_full_buffer=False)
+            autolock.start(self.spec, self.backend[0] if self.backend else None, requests)
         except Exception as exc:  # the vault works without auto-lock; the log says why
             sys.stderr.write(f"nsshell-holder: auto-lock not started for {self.name!r}: {exc!r}\n")
 
@@ -993,6 +1013,8 @@ class Supervisor:
         wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.signal(signal.SIGUSR1, lambda *_: setattr(self, "notified", True))
         signal.set_wakeup_fd(wake_w)
+        if self.spec.get("idle_lock"):
+            self.count_fuse_requests(fuse_fd)
         argv = BACKEND.serve_argv(self.spec["cipher_dir"], fuse_fd, os.getpid())
         argv.insert(1, "-nosyslog")
         environment = backend_environment()

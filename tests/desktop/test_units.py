@@ -155,6 +155,33 @@ def test_activity_probe_falls_back_to_cpu_time_where_io_is_unreadable():
     assert probe.source == "cpu" and isinstance(value, int)
 
 
+def test_activity_probe_counts_only_the_sigio_bytes_of_the_wakeup_pipe():
+    """The supervisor's wakeup fd carries every Python-handled signal's number;
+    only SIGIO (a FUSE request) is use.  A gone backend ends the watch."""
+    import signal
+
+    readable, writable = os.pipe2(os.O_NONBLOCK)
+    try:
+        probe = autolock.ActivityProbe(os.getpid(), readable)
+        assert probe.source == "fuse-requests" and probe.read() == 0
+        os.write(writable, bytes([signal.SIGUSR1, signal.SIGCHLD]))
+        assert probe.read() == 0 and not probe.moved(0, probe.read())
+        os.write(writable, bytes([signal.SIGIO, signal.SIGIO, signal.SIGUSR1]))
+        assert probe.read() == 2 and probe.moved(0, 2)
+        assert probe.read() == 2
+        gone = autolock.ActivityProbe(_a_dead_pid(), readable)
+        assert gone.read() is None
+    finally:
+        os.close(readable)
+        os.close(writable)
+
+
+def _a_dead_pid():
+    child = subprocess.Popen(["true"])
+    child.wait()
+    return child.pid
+
+
 def test_lock_reason_is_taken_once(tmp_path):
     lockreason.record("v", str(tmp_path), "screen-lock")
     assert oct((tmp_path / "v.reason").stat().st_mode & 0o777) == "0o600"
