@@ -470,9 +470,21 @@ class Keeper:
             self.idle_check()
         elif not message:
             # The supervisor is gone (killed).  The backend may still serve;
-            # keep going, and clean up the runtime files ourselves at the end.
+            # clean up the runtime files ourselves at the end.
             self.selector.unregister(channel)
             self.channel = None
+            if self.watched_by_autolock():
+                # Its threads were the auto-lock watchers (nsshell.autolock): a
+                # vault that asked to lock by itself must not stay open unwatched
+                # because a process of the user killed them.  Fail safe.
+                _log("the supervisor is gone, and with it the auto-lock watchers (lock_on, idle_lock); locking")
+                self.refresh_sessions()
+                self.tell_why("supervisor-lost")
+                self.lock_and_exit()
+
+    def watched_by_autolock(self):
+        """Whether this vault asked to lock by itself (any lock_on trigger, or idle_lock)."""
+        return bool(self.spec.get("lock_on", ())) or bool(self.spec.get("idle_lock", 0))
 
     def accept(self, listener):
         """Take every waiting connection, without blocking: each then has

@@ -19,6 +19,7 @@ REASONS = {
     "logout": "the desktop session ended",
     "idle": "nothing used it for {idle}",
     "autolock-failed": "its auto-lock watcher failed, and it locks rather than stay open unwatched (see its log)",
+    "supervisor-lost": "its auto-lock watchers were stopped (its holder's supervisor was killed), and it locks rather than stay open unwatched",
 }
 
 

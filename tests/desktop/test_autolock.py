@@ -253,3 +253,50 @@ def test_idle_lock_waits_for_file_activity_to_stop(world, backend):
     assert again.stdout.strip() == "12"
     assert "nothing used it for 4s" in again.stderr, again.stderr
 
+
+@pytest.mark.parametrize("settings", [{}, {"lock_on": "[]", "idle_lock": '"1h"'}, {"lock_on": "[]"}])
+def test_killing_the_supervisor_locks_a_vault_that_asked_to_lock_by_itself(world, settings):
+    """The auto-lock watchers are threads of the supervisor, which a process of
+    the user may kill.  A vault with any lock_on trigger (the default) or an
+    idle_lock then locks at once, the way 'lock --force' does: its session gets
+    SIGHUP (and writes into the vault before it goes), nothing is left running
+    or mounted, and the next unlock says why.  With lock_on = [] and no
+    idle_lock there was nothing to watch, and the vault stays open."""
+    import signal
+    import subprocess
+
+    from reliability import assert_nothing_left, state_record
+
+    world.env.update(DBUS_SYSTEM_BUS_ADDRESS=f"unix:path={world.root}/no-such-bus")
+    world.create("taxes")
+    if settings:
+        set_registry(world, "taxes", **settings)
+    world.open("taxes")
+    session = subprocess.Popen(
+        [world.exe, "run", "taxes", "--", "sh", "-c",
+         'trap \'echo hung-up > "$NSSHELL_MOUNTPOINT/hup"; exit 0\' HUP; echo ready; while :; do sleep 1; done'],
+        env=world.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        assert session.stdout.readline() == "ready\n"
+        supervisor = state_record(world, "taxes")["supervisor"][0]
+        os.kill(supervisor, signal.SIGKILL)
+        if settings == {"lock_on": "[]"}:
+            wait_for(lambda: supervisor not in world.holder_pids(), "the supervisor to be gone")
+            assert session.poll() is None
+            assert world.state("taxes")["state"] == "open"
+            return
+        session.wait(timeout=60)
+        assert session.returncode == 0, session.stderr.read()
+        wait_for(lambda: not world.holder_pids() and world.runtime_files() == ["taxes.reason"],
+                 f"the vault to lock; left: {world.holder_pids()} {world.runtime_files()}", timeout=60)
+        again = world.inside("taxes", 'cat "$NSSHELL_MOUNTPOINT/hup"')
+        assert again.stdout == "hung-up\n"
+        assert "its holder's supervisor was killed" in again.stderr, again.stderr
+        world.lock_all()
+        assert_nothing_left(world, "taxes", timeout=30)
+    finally:
+        if session.poll() is None:
+            session.kill()
+            session.wait()
+        world.lock_all()
