@@ -609,15 +609,17 @@ class Keeper:
             conn.sendall(_line(f"ERR {FAILURE} unknown request"))
 
     def tell_why(self, reason):
-        """An auto-lock (nsshell.autolock): say why on the sessions' terminals,
-        and leave the reason for the next 'nsshell enter' (nsshell.lockreason)."""
+        """Say why on the sessions' terminals; for an auto-lock
+        (nsshell.autolock) also leave the reason for the next 'nsshell
+        enter' (nsshell.lockreason)."""
         from nsshell import lockreason
 
         why = lockreason.describe(reason, self.spec.get("idle_lock", 0))
-        try:
-            lockreason.record(self.name, self.spec["runtime_dir"], reason)
-        except OSError as exc:
-            _log(f"cannot record why {self.name!r} locked: {exc}")
+        if reason in lockreason.RECORDED:
+            try:
+                lockreason.record(self.name, self.spec["runtime_dir"], reason)
+            except OSError as exc:
+                _log(f"cannot record why {self.name!r} locked: {exc}")
         lockreason.tell_terminals(list(self.sessions), f"nsshell: vault {self.name!r} locked: {why}")
 
     def status(self):

@@ -1,5 +1,8 @@
 """Why a vault locked by itself, told to the user twice.
 
+(A `nsshell lock --force` from another terminal is told once: on the
+terminals of the sessions it hangs up.  Whoever ran it knows already.)
+
 When an auto-lock trigger (nsshell.autolock) locks a vault, the keeper
 writes one line on the terminal of each session it is about to hang up
 (``nsshell: vault 'taxes' locked: the screen was locked``), and leaves
@@ -19,8 +22,13 @@ REASONS = {
     "logout": "the desktop session ended",
     "idle": "nothing used it for {idle}",
     "autolock-failed": "its auto-lock watcher failed, and it locks rather than stay open unwatched (see its log)",
+    "forced": "'nsshell lock --force' was run",
     "supervisor-lost": "its auto-lock watchers were stopped (its holder's supervisor was killed), and it locks rather than stay open unwatched",
 }
+
+
+# Reasons left in NAME.reason for the next unlock: the locks nobody asked for.
+RECORDED = frozenset(REASONS) - {"forced"}
 
 
 def reason_path(name, base):

@@ -501,7 +501,8 @@ def lock(name, force=False):
     RECREATE_WAIT, LOCK_SIGNAL makes the keeper lock by itself.  A timeout is
     never taken for "not open"."""
     base = _runtime_dir_of_open_vault(name) or paths.runtime_dir()
-    line = "LOCK force" if force else "LOCK"
+    # reason=forced: the sessions' terminals read why they were hung up.
+    line = "LOCK force reason=forced" if force else "LOCK"
     if not _send_lock(name, base, line):
         with VaultLock(name, base):  # no unlock is half-way through while we look
             if not _lock_through_state_record(name, base, line, force):

@@ -100,10 +100,14 @@ def test_force_lock_from_another_terminal_hangs_up_a_plain_enter_and_locks(world
         shell.expect(r"Ptaxes>")
         shell.run("echo in-vault:$NSSHELL_VAULT", r"in-vault:taxes")
         _force_lock(world)
+        # The shell's terminal says why, not only bash's "Hangup".
+        shell.expect(r"nsshell: vault 'taxes' locked: 'nsshell lock --force' was run")
         shell.wait_exit()  # EOF on the pty: the shell was hung up
     finally:
         shell.close()
     _assert_locked_and_gone(world)
+    # Whoever ran the lock knows why: no note is left for the next unlock.
+    assert not (world.runtime / "nsshell" / "taxes.reason").exists()
 
 
 def test_locking_twice_at_once_is_harmless(world):
