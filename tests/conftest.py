@@ -59,6 +59,18 @@ def kernel_problem():
     return None
 
 
+def need_program(program):
+    """The program's path (a name on PATH, or an absolute path); skip
+    without it, but fail where CI promised it (NSSHELL_REQUIRE_KERNEL=1:
+    scripts/lib.sh installs it)."""
+    path = shutil.which(program) or (program if os.path.isabs(program) and os.path.exists(program) else None)
+    if not path:
+        if os.environ.get("NSSHELL_REQUIRE_KERNEL") == "1":
+            pytest.fail(f"{program} is not installed, and NSSHELL_REQUIRE_KERNEL=1 (CI installs it: scripts/lib.sh)")
+        pytest.skip(f"{program} is not installed")
+    return path
+
+
 _KERNEL_PROBLEM = "unknown"
 
 

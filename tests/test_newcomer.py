@@ -12,18 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from conftest import need_program as _need
+
 from nsshell import cli, doctor, shells
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-def _need(program):
-    path = shutil.which(program)
-    if not path:
-        if os.environ.get("NSSHELL_REQUIRE_KERNEL") == "1":
-            pytest.fail(f"{program} is not installed, and NSSHELL_REQUIRE_KERNEL=1 (CI installs it: scripts/lib.sh)")
-        pytest.skip(f"{program} is not installed")
-    return path
 
 
 def _env(home, **extra):

@@ -8,11 +8,12 @@ dbus-python, which the venv does not have); the tests talk to it with jeepney.
 """
 
 import os
-import shutil
 import subprocess
 import time
 
 import pytest
+
+from conftest import need_program as need
 
 DBUSMOCK_PYTHON = "/usr/bin/python3"
 MOCK = "org.freedesktop.DBus.Mock"
@@ -34,16 +35,6 @@ BUS_CONFIG = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Config
   </policy>
 </busconfig>
 """
-
-
-def need(program):
-    """The program's path; skip without it, but fail where CI promised it (scripts/lib.sh)."""
-    path = shutil.which(program) or (program if os.path.isabs(program) and os.path.exists(program) else None)
-    if not path:
-        if os.environ.get("NSSHELL_REQUIRE_KERNEL") == "1":
-            pytest.fail(f"{program} is not installed, and NSSHELL_REQUIRE_KERNEL=1 (CI installs it: scripts/lib.sh)")
-        pytest.skip(f"{program} is not installed")
-    return path
 
 
 def need_dbusmock():

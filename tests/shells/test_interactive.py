@@ -9,11 +9,11 @@ way starship does, so the marker only shows if our hook really runs last.
 """
 
 import os
-import shutil
 
 import pytest
 
 from conftest import PASSPHRASE
+from conftest import need_program as _need
 
 from .driver import Shell
 
@@ -21,16 +21,6 @@ pytestmark = pytest.mark.shells
 
 SECRET_COMMAND = "echo tax-secret-$((6*7))"  # typed inside; must never reach ~/.*_history
 SEED = "echo outer-seed-line"
-
-
-def _need(program):
-    """The program's path; skip without it, but fail where CI promised it."""
-    path = shutil.which(program)
-    if not path:
-        if os.environ.get("NSSHELL_REQUIRE_KERNEL") == "1":
-            pytest.fail(f"{program} is not installed, and NSSHELL_REQUIRE_KERNEL=1 (CI installs it: scripts/lib.sh)")
-        pytest.skip(f"{program} is not installed")
-    return path
 
 
 def _base_env(world, shell_path):

@@ -5,7 +5,6 @@ own venv, which xonsh cannot import: the xonsh line must work anyway.
 Needs pipx (apt: scripts/lib.sh installs it) and the package index that
 scripts/test's own venv is built from; the install runs once per session."""
 
-import os
 import shutil
 import subprocess
 import sys
@@ -13,21 +12,14 @@ from pathlib import Path
 
 import pytest
 
+from conftest import need_program as _need
+
 from .driver import Shell
 
 pytestmark = pytest.mark.shells
 
 REPO = Path(__file__).resolve().parents[2]
 XONSH = Path(sys.executable).parent / "xonsh"
-
-
-def _need(program):
-    path = shutil.which(program)
-    if not path:
-        if os.environ.get("NSSHELL_REQUIRE_KERNEL") == "1":
-            pytest.fail(f"{program} is not installed, and NSSHELL_REQUIRE_KERNEL=1 (CI installs it: scripts/lib.sh)")
-        pytest.skip(f"{program} is not installed")
-    return path
 
 
 @pytest.fixture(scope="session")

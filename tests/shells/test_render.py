@@ -12,21 +12,13 @@ from pathlib import Path
 
 import pytest
 
+from conftest import need_program as _need
+
 from nsshell import shells
 
 REPO = Path(__file__).resolve().parents[2]
 SHELL_DIR = REPO / "shell"
 VARIANTS = [(cmd, prompt) for cmd in ("vault", "my-vault") for prompt in (True, False)]
-
-
-def _need(program):
-    """The program's path; skip without it, but fail where CI promised it."""
-    path = shutil.which(program)
-    if not path:
-        if os.environ.get("NSSHELL_REQUIRE_KERNEL") == "1":
-            pytest.fail(f"{program} is not installed, and NSSHELL_REQUIRE_KERNEL=1 (CI installs it: scripts/lib.sh)")
-        pytest.skip(f"{program} is not installed")
-    return path
 
 
 @pytest.fixture
