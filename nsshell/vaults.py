@@ -41,19 +41,30 @@ def create(name, source, cipher_dir=None, mountpoint=None):
         for path in (cipher_dir, mountpoint):
             made.extend(_makedirs(path))
         BACKEND.initialise(cipher_dir, passphrase)
-        unlock.seal_mountpoint(mountpoint)  # nothing may be written into the bare directory
-        vault = registry.Vault(name=name, cipher_dir=cipher_dir, mountpoint=mountpoint)
-        registry.add(vault)
+        return _seal_and_register(name, cipher_dir, mountpoint)
     except BaseException:
         if os.path.isdir(cipher_dir) and cipher_dir in made:
             shutil.rmtree(cipher_dir, ignore_errors=True)
-        for path in reversed(made):
-            try:
-                os.rmdir(path)
-            except OSError:
-                pass
+        _remove_empty_dirs(made)
         raise
+
+
+def _seal_and_register(name, cipher_dir, mountpoint):
+    """The last steps of create and add: seal the bare mountpoint (nothing
+    may be written there), then record the vault."""
+    unlock.seal_mountpoint(mountpoint)
+    vault = registry.Vault(name=name, cipher_dir=cipher_dir, mountpoint=mountpoint)
+    registry.add(vault)
     return vault
+
+
+def _remove_empty_dirs(made):
+    """Undo _makedirs: the directories it made, deepest first, if still empty."""
+    for path in reversed(made):
+        try:
+            os.rmdir(path)
+        except OSError:
+            pass
 
 
 def _check_places(existing, cipher_dir, mountpoint):
@@ -99,17 +110,10 @@ def adopt(name, source, cipher_dir, mountpoint=None):
     passwd.check(cipher_dir, source.read(name))
     made = _makedirs(mountpoint)
     try:
-        unlock.seal_mountpoint(mountpoint)  # nothing may be written into the bare directory
-        vault = registry.Vault(name=name, cipher_dir=cipher_dir, mountpoint=mountpoint)
-        registry.add(vault)
+        return _seal_and_register(name, cipher_dir, mountpoint)
     except BaseException:
-        for path in reversed(made):
-            try:
-                os.rmdir(path)
-            except OSError:
-                pass
+        _remove_empty_dirs(made)
         raise
-    return vault
 
 
 def _makedirs(path):
