@@ -370,6 +370,13 @@ def get(name, path=None):
             # Not a name any vault can have: do not suggest creating it, and
             # never echo it raw (a newline in it would split the error line).
             raise NsshellError(f"no vault named {name!r} (known: {known}): {name_problem(name)}", NOT_FOUND) from None
+        import difflib  # an error path only
+
+        close = difflib.get_close_matches(name, list(vaults), n=1, cutoff=0.6)
+        if close:
+            raise NsshellError(
+                f"no vault named {name!r}; did you mean {close[0]!r}? (known: {known})", NOT_FOUND
+            ) from None
         raise NsshellError(
             f"no vault named {name!r} (known: {known}); create it with 'nsshell create {name}'", NOT_FOUND
         ) from None

@@ -269,3 +269,15 @@ def test_parallel_creates_share_a_parent_directory_without_a_traceback(tmp_path,
     with pytest.raises(NsshellError) as raised:  # the vault's own directory, made meanwhile by someone else
         vaults._makedirs(str(shared / "v02"))
     assert raised.value.code == errors.CONFLICT and "meanwhile" in str(raised.value)
+
+
+def test_a_mistyped_vault_name_gets_did_you_mean(xdg):
+    registry.add(registry.Vault("taxes", "/c/taxes", "/m/taxes"))
+    with pytest.raises(NsshellError) as near:
+        registry.get("taxs")
+    assert "did you mean 'taxes'?" in near.value.message
+    assert near.value.code == errors.NOT_FOUND
+    with pytest.raises(NsshellError) as far:
+        registry.get("holiday")
+    assert "did you mean" not in far.value.message
+    assert "nsshell create holiday" in far.value.message
