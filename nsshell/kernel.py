@@ -69,6 +69,14 @@ def _c_str(value):
     return None if value is None else os.fsencode(value)
 
 
+def _unshare(flags):
+    """unshare(2): os.unshare on 3.12+, libc on 3.11.  Raises OSError."""
+    if hasattr(os, "unshare"):
+        os.unshare(flags)
+    else:
+        _libc_call("unshare", flags)
+
+
 # --- creating the holder's namespace ---------------------------------------
 
 
@@ -76,10 +84,7 @@ def unshare_user_and_mount():
     """Give this process a new user and mount namespace."""
     flags = CLONE_NEWUSER | CLONE_NEWNS
     try:
-        if hasattr(os, "unshare"):
-            os.unshare(flags)
-        else:
-            _libc_call("unshare", flags)
+        _unshare(flags)
     except OSError as exc:
         raise KernelError(
             exc.errno,
@@ -492,10 +497,7 @@ def unshare_network():
     """A network namespace of our own: only a loopback device, down until
     bring_up_loopback().  Needs the capabilities of our user namespace."""
     try:
-        if hasattr(os, "unshare"):
-            os.unshare(CLONE_NEWNET)
-        else:
-            _libc_call("unshare", CLONE_NEWNET)
+        _unshare(CLONE_NEWNET)
     except OSError as exc:
         raise KernelError(exc.errno, f"cannot create a network namespace ({exc.strerror})") from None
 
@@ -561,10 +563,7 @@ def unshare_mount_namespace():
     layers only this command sees).  Needs the capabilities that joining
     the vault's user namespace gives until exec."""
     try:
-        if hasattr(os, "unshare"):
-            os.unshare(CLONE_NEWNS)
-        else:
-            _libc_call("unshare", CLONE_NEWNS)
+        _unshare(CLONE_NEWNS)
     except OSError as exc:
         raise KernelError(exc.errno, f"cannot make a mount namespace for this command ({exc.strerror})") from None
 
