@@ -448,7 +448,9 @@ def _paint(word, shown=None):
 
 def _tilde(path):
     home = os.environ.get("HOME", "")
-    if home and (path == home or path.startswith(home.rstrip("/") + "/")):
+    from nsshell.paths import is_under
+
+    if home and is_under(path, home):
         return "~" + path[len(home.rstrip("/")) :]
     return path
 

@@ -40,10 +40,6 @@ def shadow_home(mountpoint):
     return os.path.join(mountpoint, ".nsshell", "home")
 
 
-def _under(path, directory):
-    return path == directory or path.startswith(directory.rstrip("/") + "/")
-
-
 def tool_state_env(env, mountpoint, private_tmp):
     """Point tool state and temporary files into the vault (env is changed)."""
     home = shadow_home(mountpoint)
@@ -81,7 +77,7 @@ def tool_state_env(env, mountpoint, private_tmp):
         # TMPDIR pointed outside (systemd's PrivateTmp does the same).  Even
         # a TMPDIR below /tmp may be a directory the keeper let through.
         tmpdir = env.get("TMPDIR")
-        if tmpdir and tmpdir.rstrip("/") not in ("/tmp", "/var/tmp") and not _under(tmpdir, mountpoint):
+        if tmpdir and tmpdir.rstrip("/") not in ("/tmp", "/var/tmp") and not paths.is_under(tmpdir, mountpoint):
             env["TMPDIR"] = "/tmp"
 
 

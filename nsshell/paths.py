@@ -55,6 +55,11 @@ def default_mountpoint(name):
     return os.path.join(home(), "Vaults", name)
 
 
+def is_under(path, directory):
+    """Whether path is directory or lies below it (by name: no symlinks followed)."""
+    return path == directory or path.startswith(directory.rstrip("/") + "/")
+
+
 def runtime_base():
     value = os.environ.get("XDG_RUNTIME_DIR", "")
     if value and os.path.isabs(value):

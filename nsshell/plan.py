@@ -31,7 +31,7 @@ namespace, so none of it costs `nsshell run` anything.
 import os
 import stat
 
-from nsshell import kernel
+from nsshell import kernel, paths
 from nsshell.inside import TOOL_STATE_ENV, shadow_home
 
 # What programs of a Debian desktop and developer install write under HOME
@@ -95,16 +95,12 @@ def expand(path, home):
     return path.rstrip("/") or "/"
 
 
-def _under(path, directory):
-    return path == directory or path.startswith(directory.rstrip("/") + "/")
-
-
-def _outermost(paths):
-    """paths minus any that lie under another one of them."""
-    ordered = sorted(set(paths), key=len)
+def _outermost(candidates):
+    """candidates minus any that lie under another one of them."""
+    ordered = sorted(set(candidates), key=len)
     kept = []
     for path in ordered:
-        if not any(_under(path, other) for other in kept):
+        if not any(paths.is_under(path, other) for other in kept):
             kept.append(path)
     return kept
 
@@ -122,13 +118,13 @@ def build(spec):
         if spec.get("xauthority"):
             wanted.append(spec["xauthority"])
         for directory, name in (("/tmp", "tmp"), ("/var/tmp", "var-tmp")):
-            keep = _outermost(p for p in wanted if p and p != directory and _under(p, directory))
+            keep = _outermost(p for p in wanted if p and p != directory and paths.is_under(p, directory))
             # keep_tmp needs the vault, so it comes after "verify"; but when
             # the mountpoint itself lies below that directory, binding it
             # back then would copy the vault's mount (a second mount, which
             # the keeper rightly takes for a cover): a tmpfs before the
             # mount it is, and status says so.
-            if spec.get("keep_tmp", False) and not _under(mountpoint, directory):
+            if spec.get("keep_tmp", False) and not paths.is_under(mountpoint, directory):
                 kept_tmp_steps.append(Step("private tmp", directory, os.path.join(mountpoint, ".nsshell", name), keep))
             else:
                 steps.append(Step("private tmp", directory, None, keep))
@@ -137,7 +133,7 @@ def build(spec):
     shadow_root = shadow_home(mountpoint)
     for entry in dict.fromkeys([*DEFAULT_PRIVATE, *spec.get("private", ())]):
         dest = expand(entry, home)
-        if not _under(dest, home) or dest == home:
+        if not paths.is_under(dest, home) or dest == home:
             continue  # the registry refuses these; a spec from elsewhere is not trusted further
         source = os.path.join(shadow_root, os.path.relpath(dest, home))
         steps.append(Step("shadow", dest, source + ("/" if entry.endswith("/") else "")))
@@ -169,7 +165,7 @@ def carry_out(steps, outcome, phase):
     empty = EmptyFile(mountpoint)
     try:
         for step in chosen:
-            if step.kind in ("shadow", "hide") and (_under(mountpoint, step.dest) or _under(step.dest, mountpoint)):
+            if step.kind in ("shadow", "hide") and (paths.is_under(mountpoint, step.dest) or paths.is_under(step.dest, mountpoint)):
                 # Covering the vault (or a path inside it) would hide the vault itself.
                 outcome.add(step, "not done: it holds the vault's mountpoint")
             elif step.kind == "hide":

@@ -17,8 +17,7 @@ def _absolute(path):
 
 
 def _inside(child, parent):
-    child, parent = os.path.realpath(child), os.path.realpath(parent)
-    return child == parent or child.startswith(parent.rstrip("/") + "/")
+    return paths.is_under(os.path.realpath(child), os.path.realpath(parent))
 
 
 def create(name, source, cipher_dir=None, mountpoint=None):
