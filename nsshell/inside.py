@@ -73,12 +73,29 @@ def tool_state_env(env, mountpoint, private_tmp):
                 env["NSSHELL_OUTER_" + variable] = env.pop(variable)
         env["TMUX_TMPDIR"] = "/tmp"
         env["SCREENDIR"] = "/tmp/.screen"
+        # ... and a request that would still reach one outside (a start-up
+        # file that sets TMUX_TMPDIR again, tmux -S, or simply no server
+        # inside) gets one line from nsshell's tmux and screen wrappers.
+        wrappers = _wrapper_dir()
+        if wrappers:
+            search = env.get("PATH", os.defpath)
+            if wrappers not in search.split(":"):
+                env["PATH"] = f"{wrappers}:{search}"
         # Temporary files go to the vault's private /tmp, not to wherever
         # TMPDIR pointed outside (systemd's PrivateTmp does the same).  Even
         # a TMPDIR below /tmp may be a directory the keeper let through.
         tmpdir = env.get("TMPDIR")
         if tmpdir and tmpdir.rstrip("/") not in ("/tmp", "/var/tmp") and not paths.is_under(tmpdir, mountpoint):
             env["TMPDIR"] = "/tmp"
+
+
+def _wrapper_dir():
+    """shell/inside-bin: in the installed package, or in the source checkout."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    for candidate in (os.path.join(here, "shell", "inside-bin"), os.path.join(os.path.dirname(here), "shell", "inside-bin")):
+        if os.path.isdir(candidate):
+            return candidate
+    return None
 
 
 def _tmp_identity():

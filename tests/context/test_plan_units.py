@@ -121,12 +121,15 @@ def test_environment_inside():
     assert env["SQLITE_HISTORY"] == "/v/t/.nsshell/home/.sqlite_history"
     assert env["VIMINIT"] == "set viminfofile=/v/t/.nsshell/home/.viminfo | source ~/my.vim"
     assert "TMUX" not in env and env["NSSHELL_OUTER_TMUX"] == "/tmp/tmux-1/default,1,0"
+    wrappers = env["PATH"].split(":")[0]  # nsshell's tmux and screen come first
+    assert os.access(os.path.join(wrappers, "tmux"), os.X_OK) and os.access(os.path.join(wrappers, "screen"), os.X_OK)
     assert env["NSSHELL_OUTER_PYTHONSTARTUP"] == "/home/u/.pystartup"
     assert env["PYTHONSTARTUP"].endswith("nsshell/python_startup.py") and os.path.exists(env["PYTHONSTARTUP"])
     # A second join (a nested run) keeps the user's own settings, not ours twice.
     inside.tool_state_env(env, "/v/t", private_tmp=True)
     assert env["VIMINIT"] == "set viminfofile=/v/t/.nsshell/home/.viminfo | source ~/my.vim"
     assert env["NSSHELL_OUTER_PYTHONSTARTUP"] == "/home/u/.pystartup"
+    assert env["PATH"].count(wrappers) == 1
     for tmpdir, expected in (("/tmp", "/tmp"), ("/var/tmp/", "/var/tmp/"), ("/v/t/tmp", "/v/t/tmp"), ("/tmp/x", "/tmp")):
         env = {"TMPDIR": tmpdir}
         inside.tool_state_env(env, "/v/t", private_tmp=True)
@@ -134,6 +137,7 @@ def test_environment_inside():
     env = {"TMPDIR": "/home/u/tmp", "TMUX": "x"}
     inside.tool_state_env(env, "/v/t", private_tmp=False)
     assert env["TMPDIR"] == "/home/u/tmp" and env["TMUX"] == "x"  # no private /tmp to point at
+    assert "PATH" not in env  # and the servers outside are reachable: no wrappers
 
 
 def test_hot_path_imports_nothing_new():
