@@ -92,10 +92,46 @@ def _enter(name, shell, source):
             f"already inside vault {current!r}; leave it first (exit its shell), then enter {name!r}", USAGE
         )
     shell = shell or shells.user_shell()
-    inside.exec_inside(
-        name, shells.inner_argv(shell), extra_env=shells.inner_env(shell), passphrase_source=source, session=True
-    )
-    return 1
+    argv, extra_env = shells.inner_argv(shell), shells.inner_env(shell)
+    # The shell runs in a child, not in place of this process: when it ends,
+    # this process (still outside the vault) says what keeps the vault open.
+    child = os.fork()
+    if child == 0:
+        try:
+            inside.exec_inside(name, argv, extra_env=extra_env, passphrase_source=source, session=True)
+            code = 1  # exec_inside returns only by raising
+        except NsshellError as exc:
+            _error(exc.message)
+            code = exc.code
+        except KeyboardInterrupt:
+            sys.stderr.write("\n")
+            code = 130
+        finally:
+            sys.stderr.flush()
+        os._exit(code)
+    code = _wait_for_the_shell(child)
+    _say_what_keeps_it_open(name)
+    return code
+
+
+def _wait_for_the_shell(child):
+    """Wait for the session's shell; the terminal's signals are its own."""
+    import _signal  # the C core of signal: `signal` imports enum, and enter must not get slower
+
+    for signum in (_signal.SIGINT, _signal.SIGQUIT, _signal.SIGTSTP):
+        _signal.signal(signum, _signal.SIG_IGN)
+    for signum in (_signal.SIGHUP, _signal.SIGTERM):
+        _signal.signal(signum, lambda received, frame: _pass_on(child, received))
+    status = os.waitpid(child, 0)[1]
+    code = os.waitstatus_to_exitcode(status)
+    return 128 - code if code < 0 else code
+
+
+def _pass_on(child, signum):
+    try:
+        os.kill(child, signum)
+    except ProcessLookupError:
+        pass
 
 
 def _source(args):
@@ -261,24 +297,34 @@ def _short_command(proc):
 
 
 def cmd_left(args):
-    """Run by the shell integration when `vault enter` returns: say what
-    keeps the vault open, if anything does (issue 9).  Silent otherwise."""
+    """Say what keeps the vault open, if anything does (issue 9); silent
+    otherwise.  `enter` says it itself now; shells that loaded an older
+    integration still call this after it."""
+    _say_what_keeps_it_open(args.name)
+    return 0
+
+
+def _say_what_keeps_it_open(name):
+    """After a session: one line if processes keep the vault open, else nothing."""
     from nsshell import vaults
     from nsshell.names import name_problem
 
-    if not args.name or name_problem(args.name):
-        return 0
-    procs = vaults.processes(args.name)
+    if not name or name_problem(name):
+        return
+    try:
+        procs = vaults.processes(name)
+    except NsshellError as exc:
+        _error(exc.message)  # but the session's own exit status stands
+        return
     if not procs:
-        return 0
+        return
     names = list(dict.fromkeys(_short_command(proc) for proc in procs))
     count = len(procs)
     sys.stderr.write(
-        f"{count} process{'es' if count != 1 else ''} still inside {args.name} ({'; '.join(names)}); it stays open "
-        f"until {'they end' if count != 1 else 'it ends'}; see 'nsshell ps {args.name}', or "
-        f"'nsshell lock {args.name} --force'\n"
+        f"{count} process{'es' if count != 1 else ''} still inside {name} ({'; '.join(names)}); it stays open "
+        f"until {'they end' if count != 1 else 'it ends'}; see 'nsshell ps {name}', or "
+        f"'nsshell lock {name} --force'\n"
     )
-    return 0
 
 
 def cmd_ps(args):
