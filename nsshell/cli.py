@@ -94,21 +94,8 @@ def _enter(name, shell, source):
     shell = shell or shells.user_shell()
     argv, extra_env = shells.inner_argv(shell), shells.inner_env(shell)
     # The shell runs in a child, not in place of this process: when it ends,
-    # this process (still outside the vault) says what keeps the vault open.
-    child = os.fork()
-    if child == 0:
-        try:
-            inside.exec_inside(name, argv, extra_env=extra_env, passphrase_source=source, session=True)
-            code = 1  # exec_inside returns only by raising
-        except NsshellError as exc:
-            _error(exc.message)
-            code = exc.code
-        except KeyboardInterrupt:
-            sys.stderr.write("\n")
-            code = 130
-        finally:
-            sys.stderr.flush()
-        os._exit(code)
+    # this process (which stays outside the vault) says what keeps it open.
+    child = inside.exec_inside(name, argv, extra_env=extra_env, passphrase_source=source, session=True, fork=True)
     code = _wait_for_the_shell(child)
     _say_what_keeps_it_open(name)
     return code

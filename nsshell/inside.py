@@ -106,13 +106,17 @@ def _tmp_identity():
         return None
 
 
-def exec_inside(name, argv, extra_env=None, passphrase_source=None, session=False, hide=()):
+def exec_inside(name, argv, extra_env=None, passphrase_source=None, session=False, hide=(), fork=False):
     """Replace this process by argv running inside vault name.  Returns only
-    by raising NsshellError.
+    by raising NsshellError, or with fork.
 
     session: argv is the session's interactive shell (``enter``): also tell
     it its own pid, so that ``vault leave`` closes only that shell.
-    hide: host paths covered, for this command only (``run --hide``)."""
+    hide: host paths covered, for this command only (``run --hide``).
+    fork: once the vault is open and its namespace fds are here, fork: this
+    process returns the child's pid and stays outside the vault; the child
+    joins and execs (and exits with a message line on an error).  Only the
+    join and what follows run in the child, so `enter` starts no later."""
     check_name(name)
     cwd = client.current_directory()
     base = paths.runtime_dir()
@@ -126,6 +130,28 @@ def exec_inside(name, argv, extra_env=None, passphrase_source=None, session=Fals
             raise NsshellError(f"vault {name!r} locked again before the command could start; try again", FAILURE)
     mountpoint, history, fds = joined
     outer_tmp = _tmp_identity()
+    if fork:
+        child = os.fork()
+        if child != 0:
+            for fd in fds:
+                os.close(fd)
+            return child
+        try:
+            _join_and_exec(name, argv, extra_env, session, hide, cwd, mountpoint, history, fds, outer_tmp)
+        except NsshellError as exc:
+            sys.stderr.write(f"nsshell: {exc.message}\n")
+            sys.stderr.flush()
+            os._exit(exc.code)
+        except BaseException:  # never let the child return into the caller's code
+            import traceback
+
+            traceback.print_exc()
+            sys.stderr.flush()
+            os._exit(FAILURE)
+    _join_and_exec(name, argv, extra_env, session, hide, cwd, mountpoint, history, fds, outer_tmp)
+
+
+def _join_and_exec(name, argv, extra_env, session, hide, cwd, mountpoint, history, fds, outer_tmp):
     client.enter_namespaces(name, fds)
     if hide:
         from nsshell import plan  # only for --hide: not on the plain hot path
