@@ -423,10 +423,10 @@ class Keeper:
         if problem:
             self.displaced(problem)
             return
-        # A shadowed file replaced on the host loses its bind (nsshell.plan).
+        # A shadowed or hidden file replaced on the host loses its cover (nsshell.plan).
         try:
             for dest in plan.restore_shadows(self.context):
-                _log(f"{dest} was replaced on the host; the vault's copy is bound over it again")
+                _log(f"{dest} was replaced on the host; it is covered again inside the vault")
         except Exception as exc:  # never silently: fail safe
             self.displaced(f"a shadowed path could not be covered again ({exc!r})")
 

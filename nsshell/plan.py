@@ -152,11 +152,12 @@ class Outcome:
 
     def __init__(self):
         self.rows = []
-        self.bound = []  # [step, (st_dev, st_ino) seen at dest once bound]: restore_shadows
+        self.bound = []  # [step, (st_dev, st_ino) seen at dest once covered]: restore_shadows
+        self.empty_fd = None  # an O_PATH handle on the empty file hidden files are covered with
 
     def add(self, step, how):
         self.rows.append([step.kind, step.dest, how])
-        if step.kind == "shadow" and how.startswith("bind"):
+        if (step.kind == "shadow" and how.startswith("bind")) or (step.kind == "hide" and how == "hidden"):
             info = os.stat(step.dest)
             self.bound.append([step, (info.st_dev, info.st_ino)])
 
@@ -178,6 +179,8 @@ def carry_out(steps, outcome, phase):
                 outcome.add(step, _hide(step, empty))
             else:
                 outcome.add(step, _EXECUTORS[step.kind](step))
+        if empty.path is not None and outcome.empty_fd is None:
+            outcome.empty_fd = kernel.open_path(empty.path)  # kept: restore_shadows may need it again
     finally:
         empty.release()
 
@@ -401,14 +404,15 @@ def _remove_placeholder(placeholder):
 
 
 def restore_shadows(outcome):
-    """Bind again what the host took away; returns the paths.
+    """Cover again what the host took away; returns the paths.
 
     A file replaced on the host by a rename (vim, readline and GLib save so)
     is a new dentry there, and the kernel detaches every mount on the old
     one, in every namespace: the vault's shadow of it is gone, and a program
-    inside would write to the host's file.  The keeper calls this whenever
-    its mount table changes (as that detaching does): a path that no
-    longer shows what was bound there gets the vault's copy bound again."""
+    inside would write to the host's file (or, for a hidden one, read it).
+    The keeper calls this whenever its mount table changes (as that
+    detaching does): a path that no longer shows what covered it gets the
+    vault's copy bound again, or its empty read-only layer."""
     restored = []
     for entry in outcome.bound:
         step, identity = entry
@@ -418,7 +422,12 @@ def restore_shadows(outcome):
             continue  # removed on the host: nothing there to cover (docs/context.md)
         if (info.st_dev, info.st_ino) == identity:
             continue
-        kernel.bind_mount(step.source.rstrip("/"), step.dest)
+        if step.kind == "shadow":
+            kernel.bind_mount(step.source.rstrip("/"), step.dest)
+        elif stat.S_ISDIR(info.st_mode):
+            kernel.mount_tmpfs(step.dest, mode=0o500, size="4k", readonly=True)
+        else:
+            kernel.bind_mount(f"/proc/self/fd/{outcome.empty_fd}", step.dest, readonly=True)
         info = os.stat(step.dest)
         entry[1] = (info.st_dev, info.st_ino)
         restored.append(step.dest)
