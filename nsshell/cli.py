@@ -293,13 +293,12 @@ def cmd_left(args):
 
 def _say_what_keeps_it_open(name):
     """After a session: one line if processes keep the vault open, else nothing."""
-    from nsshell import vaults
     from nsshell.names import name_problem
 
     if not name or name_problem(name):
         return
     try:
-        procs = vaults.processes(name)
+        procs = _processes_inside(name)
     except NsshellError as exc:
         _error(exc.message)  # but the session's own exit status stands
         return
@@ -312,6 +311,30 @@ def _say_what_keeps_it_open(name):
         f"until {'they end' if count != 1 else 'it ends'}; see 'nsshell ps {name}', or "
         f"'nsshell lock {name} --force'\n"
     )
+
+
+def _processes_inside(name):
+    """What `nsshell ps` lists, or None when the vault is locked, from the
+    keeper's STATUS and /proc: it runs each time enter's shell ends, so
+    without what `ps` imports (nsshell.vaults, nsshell.unlock, psutil)."""
+    from nsshell import client
+
+    reply = client.request(name, "STATUS")
+    if reply is None:
+        return None
+    import json
+
+    found = []
+    for pid in json.loads(reply[0]).get("members", []):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                argv = [a.decode(errors="replace") for a in f.read().split(b"\0") if a]
+            with open(f"/proc/{pid}/comm", "rb") as f:
+                short = f.read().decode(errors="replace").rstrip("\n")  # what it calls itself: "tmux: server"
+        except OSError:
+            continue  # ended meanwhile
+        found.append({"pid": pid, "command": " ".join(argv) or short, "name": short})
+    return found
 
 
 def cmd_ps(args):
