@@ -251,8 +251,13 @@ def _print_context(row):
         if "offline" in by_kind:
             print("  network:    offline (own network namespace, loopback only)")
         shadows = by_kind.get("shadow", [])
-        done = [f"{dest}" + (f" ({how})" if how != "bind" else "") for dest, how in shadows if not how.startswith(("missing", "not "))]
+        placeholders = [dest for dest, how in shadows if how.startswith("bind over an empty placeholder")]
+        done = [f"{dest}" + (f" ({how})" if how.startswith("environment") else "")
+                for dest, how in shadows if not how.startswith(("missing", "not "))]
         print(f"  shadowed:   {', '.join(done) or 'nothing'}")
+        if placeholders:
+            print(f"  placeholders on the host (empty, made to bind over; removed at lock if untouched): "
+                  f"{', '.join(placeholders)}")
         missing = [dest for dest, how in shadows if how.startswith("missing")]
         if missing:
             print(f"  not on host (not shadowed until it exists there at unlock): {', '.join(missing)}")
