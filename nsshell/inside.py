@@ -98,6 +98,15 @@ def _wrapper_dir():
     return None
 
 
+def session_bus_env(env, bus, name, base):
+    """DBUS_SESSION_BUS_ADDRESS for the vault's setting (nsshell.sessionbus):
+    its own bus, shared by its sessions; none at all; or the host's as it was."""
+    if bus == "vault":
+        env["DBUS_SESSION_BUS_ADDRESS"] = paths.bus_address(name, base)
+    elif bus == "none":
+        env["DBUS_SESSION_BUS_ADDRESS"] = "disabled:"
+
+
 def _tmp_identity():
     try:
         info = os.stat("/tmp")
@@ -128,7 +137,7 @@ def exec_inside(name, argv, extra_env=None, passphrase_source=None, session=Fals
         joined = client.join(name, base)
         if joined is None:
             raise NsshellError(f"vault {name!r} locked again before the command could start; try again", FAILURE)
-    mountpoint, history, fds = joined
+    mountpoint, history, fds, bus = joined
     outer_tmp = _tmp_identity()
     if fork:
         child = os.fork()
@@ -137,7 +146,7 @@ def exec_inside(name, argv, extra_env=None, passphrase_source=None, session=Fals
                 os.close(fd)
             return child
         try:
-            _join_and_exec(name, argv, extra_env, session, hide, cwd, mountpoint, history, fds, outer_tmp)
+            _join_and_exec(name, argv, extra_env, session, hide, cwd, mountpoint, history, fds, outer_tmp, bus, base)
         except NsshellError as exc:
             sys.stderr.write(f"nsshell: {exc.message}\n")
             sys.stderr.flush()
@@ -148,10 +157,10 @@ def exec_inside(name, argv, extra_env=None, passphrase_source=None, session=Fals
             traceback.print_exc()
             sys.stderr.flush()
             os._exit(FAILURE)
-    _join_and_exec(name, argv, extra_env, session, hide, cwd, mountpoint, history, fds, outer_tmp)
+    _join_and_exec(name, argv, extra_env, session, hide, cwd, mountpoint, history, fds, outer_tmp, bus, base)
 
 
-def _join_and_exec(name, argv, extra_env, session, hide, cwd, mountpoint, history, fds, outer_tmp):
+def _join_and_exec(name, argv, extra_env, session, hide, cwd, mountpoint, history, fds, outer_tmp, bus, base):
     client.enter_namespaces(name, fds)
     if hide:
         from nsshell import plan  # only for --hide: not on the plain hot path
@@ -187,6 +196,7 @@ def _join_and_exec(name, argv, extra_env, session, hide, cwd, mountpoint, histor
     if history == "vault":
         env["NSSHELL_HISTDIR"] = marker
     tool_state_env(env, mountpoint, private_tmp=_tmp_identity() != outer_tmp)
+    session_bus_env(env, bus, name, base)
     kernel.restore_core_limit()  # set to 0 while a passphrase was here; exec resets dumpability
     try:
         os.execvpe(argv[0], argv, env)
