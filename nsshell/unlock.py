@@ -368,15 +368,17 @@ def holder_command_line(name, runtime_dir, spec_fd, passphrase_fd, status_fd):
 
 
 def _holder_sys_path():
-    """This process's sys.path without the cwd (which -c or -m put there and
-    a downloaded repository may fill), with the directory this nsshell came
-    from put first if that was the cwd: the holder runs this client's code."""
+    """This process's sys.path without what Python put first (the script's
+    directory, e.g. ~/.local/bin, or the cwd for -c and -m, which a
+    downloaded repository may fill) and without the cwd, with the directory
+    this nsshell came from put first if it was one of those: the holder
+    runs this client's code."""
     try:
         cwd = os.getcwd()
     except OSError:
         cwd = None
     entries = []
-    for entry in sys.path:
+    for entry in sys.path if sys.flags.safe_path else sys.path[1:]:
         if os.path.isabs(entry) and entry != cwd and entry not in entries:
             entries.append(entry)
     own = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
