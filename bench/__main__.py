@@ -227,7 +227,7 @@ def bench_unlock(lab, rounds):
             ("unshare -Umc sh -c 'gocryptfs … && true; umount'", ["/usr/bin/unshare", "--keep-caps", "-Umc", "/bin/sh", "-c", raw_script]),
             # The floor of a Python client that starts a Python holder: two
             # interpreter starts (without site) in series, then the raw row.
-            ("two `python -S -c pass`, then the raw row", ["/bin/sh", "-c", f"{python} -S -c pass && {python} -S -c pass && "
+            ("python -S -c pass twice, then the unshare row", ["/bin/sh", "-c", f"{python} -S -c pass && {python} -S -c pass && "
                                                              f"exec /usr/bin/unshare --keep-caps -Umc /bin/sh -c {shlex.quote(raw_script)}"]),
         ],
         max(3, rounds // 3),
