@@ -240,7 +240,9 @@ def bench_unlock(lab, rounds):
         "2. Unlock: a command on a locked vault",
         samples,
         note="Both include gocryptfs's scrypt key derivation at the same cost. nsshell's row includes starting "
-        "the holder, verifying the mount and joining; the vault locks again (untimed) before the next round.",
+        "the holder, verifying the mount and joining; the vault locks again (untimed) before the next round. "
+        "The last row is the floor of any design whose Python client starts a Python holder: two interpreter "
+        "starts without site, in series, then the unshare row.",
     )
 
 
