@@ -353,7 +353,7 @@ def holder_command_line(name, runtime_dir, spec_fd, passphrase_fd, status_fd):
     cwd on sys.path.  site costs the holder more than its own imports, and
     PYTHONPATH or ~/.local/.../usercustomize.py would run the code of
     whatever wrote them in the process that keeps the vault.  CODE sets
-    sys.path to this process's own (the cwd left out), so the holder finds
+    sys.path to this process's own (_holder_sys_path), so the holder finds
     nsshell and its dependencies exactly where this client found them, in a
     venv, pipx, pip --user, system or editable install alike.  -c rather
     than -m: runpy alone costs a fifth of Python's start-up.  The word
