@@ -563,7 +563,8 @@ examples:
   nsshell lock --all                        lock everything now
 
 shell integration (adds 'vault enter/leave', a prompt marker, TAB completion):
-  eval "$(nsshell init bash)"   # in ~/.bashrc; or zsh in ~/.zshrc
+  . "${XDG_CACHE_HOME:-$HOME/.cache}/nsshell/init.bash" 2>/dev/null || eval "$(nsshell init bash)"
+                                # in ~/.bashrc; zsh: the same with zsh, in ~/.zshrc
   execx($(nsshell init xonsh), 'exec', __xonsh__.ctx, filename='nsshell')   # in ~/.xonshrc
 
 files: registry $XDG_CONFIG_HOME/nsshell/vaults.toml, ciphertext
@@ -573,7 +574,8 @@ unsupported, 6 busy, 7 conflict, 8 unsafe runtime dir; run/enter: the command's.
 """
 
 
-VERBS = ("create", "run", "enter", "open", "lock", "list", "status", "ps", "remove", "doctor", "init")
+VERBS = ("create", "run", "enter", "open", "lock", "list", "status", "ps", "remove", "add", "passwd", "keyring",
+         "doctor", "init")
 NAME_HELP = "the vault's name (see 'nsshell list')"
 
 
@@ -700,7 +702,7 @@ def _parser():
         "Register an existing gocryptfs directory (synced from another machine, or left by 'remove') as "
         "vault NAME, after checking that the passphrase opens it. Nothing in it is changed.",
     )
-    p.add_argument("name")
+    p.add_argument("name", metavar="NAME", help=NAME_HELP)
     p.add_argument("--cipher-dir", metavar="DIR", required=True, help="the gocryptfs directory (holds gocryptfs.conf)")
     p.add_argument("--mountpoint", metavar="DIR", help="where sessions see the plaintext (default: ~/Vaults/NAME)")
     p.add_argument("--passfile", metavar="FILE", help="read the passphrase from the first line of FILE ('-': stdin)")
@@ -712,7 +714,7 @@ def _parser():
         "Change the passphrase of vault NAME (gocryptfs -passwd), open or locked, and the keyring entry if it "
         "has one. An open vault stays open; the new passphrase is needed from its next unlock.",
     )
-    p.add_argument("name")
+    p.add_argument("name", metavar="NAME", help=NAME_HELP)
     p.add_argument("--passfile", metavar="FILE", help="read the current passphrase from the first line of FILE")
     p.add_argument("--new-passfile", metavar="FILE", help="read the new passphrase from the first line of FILE")
 
@@ -724,8 +726,8 @@ def _parser():
         "KWallet, KeePassXC); while the keyring is unlocked, the vault then opens without a prompt. "
         "remove: delete it from the keyring.",
     )
-    p.add_argument("action", choices=["add", "remove"])
-    p.add_argument("name")
+    p.add_argument("action", choices=["add", "remove"], metavar="add|remove", help="store the passphrase, or forget it")
+    p.add_argument("name", metavar="NAME", help=NAME_HELP)
     p.add_argument("--passfile", metavar="FILE", help="read the passphrase from the first line of FILE ('-': stdin)")
 
     verb("doctor", cmd_doctor, "check that this machine can run vaults, and say how to fix what is missing")
