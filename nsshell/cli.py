@@ -18,15 +18,34 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
         fast = _fast_path(argv)
-        if fast is not None:
-            return fast()
-        return _dispatch(argv)
+        try:
+            code = fast() if fast is not None else _dispatch(argv)
+        except SystemExit:  # argparse's --help and --version exit from inside
+            sys.stdout.flush()
+            raise
+        sys.stdout.flush()  # here, not at exit, so that a closed pipe is caught below
+        return code
     except NsshellError as exc:
         _error(exc.message)
         return exc.code
     except KeyboardInterrupt:
         sys.stderr.write("\n")
         return 130
+    except BrokenPipeError:
+        # `nsshell doctor | head -2`: the reader has gone.  End quietly, as
+        # cat(1) would, but only for stdout: a broken socket stays an error.
+        if not _stdout_reader_gone():
+            raise
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 128 + 13  # SIGPIPE
+
+
+def _stdout_reader_gone():
+    import select
+
+    poller = select.poll()
+    poller.register(sys.stdout.fileno(), 0)
+    return any(events & select.POLLERR for _, events in poller.poll(0))
 
 
 def _error(message):

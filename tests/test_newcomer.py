@@ -83,6 +83,20 @@ def test_verbs_lists_every_verb_of_the_parser():
     assert set(cli.VERBS) == set(choices) - {"left"}  # 'left' is the shell integration's, not in --help
 
 
+@pytest.mark.parametrize("args", [["--help"], ["list"], ["doctor"], ["init", "bash"]])
+def test_output_into_a_closed_pipe_ends_quietly(tmp_path, args):
+    # `nsshell doctor | head -2` once ended with a BrokenPipeError traceback.
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader (head) has gone before nsshell writes
+    try:
+        result = subprocess.run([str(Path(sys.executable).parent / "nsshell"), *args], stdout=write_end,
+                                stderr=subprocess.PIPE, text=True, env=_env(tmp_path), timeout=120)
+    finally:
+        os.close(write_end)
+    assert result.stderr == ""
+    assert result.returncode == 128 + 13  # as if killed by SIGPIPE, like cat(1)
+
+
 def test_run_without_dashdash_says_where_the_command_goes(tmp_path):
     result = _cli("run", "v", "--passfile", "-", "echo", "hi", home=tmp_path)
     assert result.returncode == 2
