@@ -97,6 +97,16 @@ def test_output_into_a_closed_pipe_ends_quietly(tmp_path, args):
     assert result.returncode == 128 + 13  # as if killed by SIGPIPE, like cat(1)
 
 
+def test_a_taken_mountpoint_says_how_to_choose_another(tmp_path):
+    (tmp_path / "Vaults" / "full").mkdir(parents=True)
+    (tmp_path / "Vaults" / "full" / "keep.txt").write_text("mine")
+    result = _cli("create", "full", "--passfile", "/dev/null", home=tmp_path)
+    assert result.returncode == 7
+    assert result.stderr == (f"nsshell: mountpoint {tmp_path}/Vaults/full exists and is not an empty directory; "
+                             "choose another with --mountpoint DIR\n")
+    assert (tmp_path / "Vaults" / "full" / "keep.txt").read_text() == "mine"
+
+
 def test_run_without_dashdash_says_where_the_command_goes(tmp_path):
     result = _cli("run", "v", "--passfile", "-", "echo", "hi", home=tmp_path)
     assert result.returncode == 2
