@@ -433,6 +433,16 @@ def _load_xontrib_(xsh, exe=None, **_):
     global _active
     if _active is not None:
         _unload_xontrib_(_active.xsh)
+    if not hasattr(type(xsh.aliases), "return_command"):
+        # Before xonsh 0.18 an alias cannot return a command to run: `vault`
+        # would print it instead.  Say so once, and install nothing.
+        import xonsh
+
+        sys.stderr.write(
+            f"nsshell: this xonsh ({getattr(xonsh, '__version__', '?')}) is too old for the 'vault' command; "
+            "it needs xonsh 0.18 or later (e.g. 'pipx install xonsh'); 'nsshell enter NAME' works meanwhile\n"
+        )
+        return {}
     from xonsh.completers.completer import add_one_completer
     from xonsh.completers.tools import contextual_command_completer_for
 
