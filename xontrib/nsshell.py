@@ -56,10 +56,13 @@ VERBS = {
     "ps": ("processes that can see a vault", ["--json"]),
     "create": ("create a new encrypted vault", ["--passfile", "--cipher-dir", "--mountpoint", "--json"]),
     "remove": ("forget a vault (--purge also deletes its ciphertext)", ["--purge", "--yes"]),
+    "add": ("register an existing gocryptfs directory as a vault", ["--cipher-dir", "--mountpoint", "--passfile"]),
+    "passwd": ("change a vault's passphrase", ["--passfile", "--new-passfile"]),
+    "keyring": ("keyring add|remove NAME: keep a vault's passphrase in the keyring", ["--passfile"]),
     "doctor": ("check that this machine can run vaults", ["--json"]),
 }
-_TAKES_NAME = {"enter", "run", "open", "lock", "status", "ps", "remove"}
-_TAKES_VALUE = {"--passfile", "--extpass", "--shell", "--cipher-dir", "--mountpoint"}
+_TAKES_NAME = {"enter", "run", "open", "lock", "status", "ps", "remove", "passwd"}
+_TAKES_VALUE = {"--passfile", "--new-passfile", "--extpass", "--shell", "--cipher-dir", "--mountpoint"}
 
 # The same text as `vault help` in bash and zsh (tests/test_newcomer.py).
 HELP = """\

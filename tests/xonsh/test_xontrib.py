@@ -331,6 +331,13 @@ def test_history_json_backend_really_writes_into_the_vault(inside):
 # --- completion --------------------------------------------------------------------------
 
 
+def test_every_verb_of_the_cli_passes_through_vault(loaded):
+    """`vault passwd taxes` in xonsh, as in bash and zsh; `init` is for rc files."""
+    from nsshell import cli
+
+    assert set(cli.VERBS) - {"init"} <= set(live().VERBS)
+
+
 def test_complete_verbs(loaded, check_completer):
     assert check_completer("vault", prefix="") >= set(live().VERBS) | {"help"}
     assert check_completer("vault", prefix="st") == {"status"}
