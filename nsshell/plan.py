@@ -281,12 +281,16 @@ _placeholders_made = set()  # leaf paths; filled in the supervisor before it for
 class Placeholder:
     """One path the supervisor made (or adopted from a killed holder)."""
 
-    __slots__ = ("path", "is_dir", "identity")
+    __slots__ = ("path", "is_dir", "identity", "mark")
 
-    def __init__(self, path, is_dir, identity):
+    def __init__(self, path, is_dir, identity, mark=None):
         self.path = path
         self.is_dir = is_dir
         self.identity = identity  # (st_dev, st_ino)
+        # PLACEHOLDER_XATTR's value on it, None where the filesystem has no
+        # user xattrs.  The inode number alone is not enough: a file made at
+        # the path after ours was removed often gets the same number back.
+        self.mark = mark
 
     def __repr__(self):
         return f"Placeholder({self.path!r}, is_dir={self.is_dir})"
@@ -342,15 +346,16 @@ def _made_or_adopted(path, is_dir, vault_name, made):
         if leftover is not None:
             made.append(leftover)
         return
+    mark = vault_name.encode()
     try:
         info = os.fstat(fd)
         try:
-            os.setxattr(fd, PLACEHOLDER_XATTR, vault_name.encode())
+            os.setxattr(fd, PLACEHOLDER_XATTR, mark)
         except OSError:
-            pass  # no user xattrs here: only this holder knows it made the path
+            mark = None  # no user xattrs here: only this holder knows it made the path
     finally:
         os.close(fd)
-    made.append(Placeholder(path, is_dir, (info.st_dev, info.st_ino)))
+    made.append(Placeholder(path, is_dir, (info.st_dev, info.st_ino), mark))
 
 
 def _our_leftover(path, is_dir, vault_name):
@@ -364,7 +369,7 @@ def _our_leftover(path, is_dir, vault_name):
             return None
     except OSError:
         return None
-    return Placeholder(path, is_dir, (info.st_dev, info.st_ino))
+    return Placeholder(path, is_dir, (info.st_dev, info.st_ino), vault_name.encode())
 
 
 def remove_placeholders(made):
@@ -381,7 +386,14 @@ def remove_placeholders(made):
 
 def _same(path, placeholder):
     info = os.lstat(path)
-    return (info.st_dev, info.st_ino) == placeholder.identity and (placeholder.is_dir or info.st_size == 0)
+    if (info.st_dev, info.st_ino) != placeholder.identity or not (placeholder.is_dir or info.st_size == 0):
+        return False
+    if placeholder.mark is None:
+        return True
+    try:
+        return os.getxattr(path, PLACEHOLDER_XATTR, follow_symlinks=False) == placeholder.mark
+    except OSError:
+        return False  # no mark: a new file that got our inode's number back
 
 
 def _remove_placeholder(placeholder):
