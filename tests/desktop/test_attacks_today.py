@@ -7,7 +7,6 @@ test asserts the limit as it is, so that SECURITY.md stays true."""
 
 import os
 import signal
-import subprocess
 import time
 
 import pytest
