@@ -855,6 +855,10 @@ def cleanup_runtime_files(name, runtime_dir, keep_log=False):
             os.unlink(path)
         except FileNotFoundError:
             pass
+    try:
+        os.rmdir(paths.dconf_host_view(name, runtime_dir))  # empty on the host (nsshell.plan's "host view")
+    except OSError:
+        pass
 
 
 def write_state(name, runtime_dir, **fields):

@@ -31,6 +31,22 @@ TOOL_STATE_ENV = (
     ("GDBHISTFILE", ".gdb_history"),
     ("OCTAVE_HISTFILE", ".octave_hist"),
 )
+# GUI state (issue 11; measured in docs/gui.md): where the XDG base
+# directories for data, cache and state point inside a vault.  Programs of
+# every toolkit write their recent files, autosaves, thumbnails, per-document
+# data and databases there, under names no list can keep up with; inside, all
+# of it lands in the vault's copy of HOME, <mountpoint>/.nsshell/home/, the
+# same tree the shadowed paths live in.  XDG_CONFIG_HOME is left alone: it is
+# where settings are read from (themes, fonts, shells' rc files, nsshell's
+# own registry).  The host's values are kept as NSSHELL_HOST_*, for nsshell
+# itself (nsshell.paths) and for a `run` started from inside.
+GUI_STATE_XDG = (
+    ("XDG_DATA_HOME", ".local/share"),
+    ("XDG_CACHE_HOME", ".cache"),
+    ("XDG_STATE_HOME", ".local/state"),
+)
+DCONF_PROFILE_NAME = "dconf-profile"  # in <mountpoint>/.nsshell, written by the keeper (nsshell.plan)
+
 # A user who switched a history off keeps it off.
 _OFF_VALUES = ("-", "/dev/null", "")
 
@@ -79,6 +95,30 @@ def tool_state_env(env, mountpoint, private_tmp):
         tmpdir = env.get("TMPDIR")
         if tmpdir and tmpdir.rstrip("/") not in ("/tmp", "/var/tmp") and not paths.is_under(tmpdir, mountpoint):
             env["TMPDIR"] = "/tmp"
+
+
+def gui_state_env(env, mountpoint):
+    """Point the XDG data, cache and state homes into the vault (env is
+    changed), keep the host's data home readable through XDG_DATA_DIRS
+    (the user's themes, icons, .desktop files and MIME types), and use the
+    vault's dconf profile when the keeper wrote one (settings written inside
+    go to the vault's database, the host's are read)."""
+    home = env.get("HOME") or "/nonexistent"
+    vault_home = shadow_home(mountpoint)
+    for variable, below_home in GUI_STATE_XDG:
+        host = env.get("NSSHELL_HOST_" + variable)
+        if not host:
+            value = env.get(variable, "")
+            host = value if os.path.isabs(value) else os.path.join(home, below_home)
+            env["NSSHELL_HOST_" + variable] = host
+        env[variable] = os.path.join(vault_home, below_home)
+    data_dirs = env.get("NSSHELL_HOST_XDG_DATA_DIRS")
+    if data_dirs is None:
+        data_dirs = env["NSSHELL_HOST_XDG_DATA_DIRS"] = env.get("XDG_DATA_DIRS") or "/usr/local/share:/usr/share"
+    env["XDG_DATA_DIRS"] = env["NSSHELL_HOST_XDG_DATA_HOME"] + ":" + data_dirs
+    profile = os.path.join(mountpoint, ".nsshell", DCONF_PROFILE_NAME)
+    if os.path.exists(profile):
+        env["DCONF_PROFILE"] = profile
 
 
 def _tmp_identity():
@@ -144,6 +184,7 @@ def exec_inside(name, argv, extra_env=None, passphrase_source=None, session=Fals
     if history == "vault":
         env["NSSHELL_HISTDIR"] = marker
     tool_state_env(env, mountpoint, private_tmp=_tmp_identity() != outer_tmp)
+    gui_state_env(env, mountpoint)
     kernel.restore_core_limit()  # set to 0 while a passphrase was here; exec resets dumpability
     try:
         os.execvpe(argv[0], argv, env)
