@@ -8,7 +8,6 @@ Used by tests/gui/conftest.py, and by tests/gui/timing.py for the figures in doc
 """
 
 import os
-import select
 import shutil
 import subprocess
 import time
@@ -63,23 +62,24 @@ class Desktop:
             raise
 
     def _start_x(self):
-        read, write = os.pipe()
-        try:
-            self.xvfb = subprocess.Popen(
-                ["Xvfb", "-displayfd", str(write), "-screen", "0", "1024x768x24", "-nolisten", "tcp"],
-                pass_fds=(write,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            )
-            os.close(write)
-            write = None
-            ready, _, _ = select.select([read], [], [], 120)
-            number = os.read(read, 32).decode().strip() if ready else ""
-            if not number:
-                raise AssertionError(f"Xvfb did not report a display (exit status {self.xvfb.poll()})")
+        """Xvfb on the first free display from 100 up.  (Its -displayfd
+        choice failed under pytest here: "Cannot write display number".)
+        Another test may take the same number at the same moment: then
+        this Xvfb exits, and the next number is tried."""
+        log = os.path.join(self.directory, "xvfb.log")
+        for number in range(100 + os.getpid() % 300, 1000):
+            if os.path.exists(f"/tmp/.X{number}-lock") or os.path.exists(f"/tmp/.X11-unix/X{number}"):
+                continue
+            with open(log, "wb") as out:
+                self.xvfb = subprocess.Popen(["Xvfb", f":{number}", "-screen", "0", "1024x768x24", "-nolisten", "tcp"],
+                                             stdout=subprocess.DEVNULL, stderr=out)
             self.display = f":{number}"
-        finally:
-            os.close(read)
-            if write is not None:
-                os.close(write)
+            ready = wait_for(lambda: self.xvfb.poll() is not None or self.xdotool(
+                "getdisplaygeometry", env={"DISPLAY": self.display}).returncode == 0, f"the X server at :{number}")
+            if self.xvfb.poll() is None and ready:
+                return
+        with open(log, errors="replace") as f:
+            raise AssertionError(f"no X server would start: {f.read()!r}")
 
     def _start_bus(self):
         self.bus_socket = os.path.join(self.directory, "host.bus")
@@ -111,8 +111,9 @@ class Desktop:
         self.processes.append(proc)
         return proc
 
-    def xdotool(self, *args, timeout=120):
-        result = subprocess.run(["xdotool", *args], env=self.env, capture_output=True, text=True, timeout=timeout)
+    def xdotool(self, *args, timeout=120, env=None):
+        result = subprocess.run(["xdotool", *args], env={**self.env, **(env or {})}, capture_output=True, text=True,
+                                timeout=timeout)
         return result
 
     def windows(self, name):
