@@ -273,6 +273,7 @@ def _dconf_profile(step):
             lines += [line.strip() for line in f if line.strip() and not line.strip().startswith(("user-db:", "#"))]
     except OSError:
         pass
+    _make_dir(os.path.dirname(step.dest), 0o700)
     fd = os.open(step.dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write("\n".join(lines) + "\n")

@@ -28,7 +28,7 @@ def test_plan_order_follows_the_settings():
     # network first, the tmpfs before the mount (so a mountpoint under /tmp is
     # let through, then mounted over), shadows need the vault, hide comes last.
     assert kinds[:5] == ["offline", "private tmp", "private tmp", "mount vault", "verify"]
-    assert set(kinds[5:-2]) == {"shadow"} and kinds[-2:] == ["hide", "hide"]
+    assert set(kinds[5:-2]) == {"shadow", "host view", "dconf profile"} and kinds[-2:] == ["hide", "hide"]
     tmp = steps[1]
     assert tmp.dest == "/tmp" and tmp.source is None
     # HOME holds the mountpoint: only HOME is let through, with the runtime dir.
