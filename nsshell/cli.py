@@ -204,6 +204,9 @@ def cmd_status(args):
         if row.get("warning"):
             print(f"  warning:    {row['warning']}")
         print(f"  sessions:   {row['sessions']}" + (f" (pids {', '.join(map(str, row['session_pids']))})" if row.get("session_pids") else ""))
+        if row.get("service_pids"):
+            print(f"  services:   {len(row['service_pids'])} (the vault's session bus and what it started; "
+                  "they end when it locks)")
         print(f"  mountpoint: {row['mountpoint']}")
         print(f"  cipher dir: {row['cipher_dir']}")
         print(f"  linger:     {row['linger']}s" + ("; held open until 'nsshell lock'" if row.get("hold") else ""))
@@ -250,6 +253,15 @@ def _print_context(row):
         print(f"  shadowed:   tool state under HOME (the default list{' and ' + extra if extra else ''})")
         if settings.get("hide"):
             print(f"  hidden:     {', '.join(settings['hide'])}")
+    if row.get("dbus"):
+        print(f"  d-bus:      {_BUS_WORDS.get(row['dbus'], row['dbus'])}")
+
+
+_BUS_WORDS = {
+    "vault": "the vault's own session bus (notifications relayed to the host's)",
+    "host": "the host's session bus (dbus = \"host\")",
+    "none": "no session bus (dbus = \"none\")",
+}
 
 
 def _short_command(proc):
@@ -268,7 +280,7 @@ def cmd_left(args):
 
     if not args.name or name_problem(args.name):
         return 0
-    procs = vaults.processes(args.name)
+    procs = [p for p in vaults.processes(args.name) or () if p["kind"] == "session"]  # services do not keep it open
     if not procs:
         return 0
     names = list(dict.fromkeys(_short_command(proc) for proc in procs))
@@ -292,7 +304,7 @@ def cmd_ps(args):
         state = "locked" if procs is None else "open with no processes"
         sys.stderr.write(f"vault {args.name!r} is {state}; no process can see it\n")
         return 0
-    _print_table(["PID", "COMMAND"], [[str(p["pid"]), p["command"]] for p in procs])
+    _print_table(["PID", "KIND", "COMMAND"], [[str(p["pid"]), p["kind"], p["command"]] for p in procs])
     return 0
 
 

@@ -72,7 +72,7 @@ def request(name, line, base=None, max_fds=0, timeout=10.0):
 
 def join(name, base=None):
     """(mountpoint, history mode, [user_ns_fd, mount_ns_fd, net_ns_fd if
-    offline]) of an open vault, or None."""
+    offline], session bus: "vault", "host" or "none") of an open vault, or None."""
     reply = request(name, "JOIN", base, max_fds=3)
     if reply is None:
         return None
@@ -82,7 +82,10 @@ def join(name, base=None):
             os.close(fd)
         raise NsshellError(f"the holder of vault {name!r} sent an unexpected reply", FAILURE)
     history, _, mountpoint = text[3:].partition(" ")
-    return mountpoint, history, fds
+    bus = "host"
+    if mountpoint.startswith("bus="):  # a mountpoint is absolute: never "bus=..."
+        bus, _, mountpoint = mountpoint[4:].partition(" ")
+    return mountpoint, history, fds, bus
 
 
 def current_directory():

@@ -47,7 +47,7 @@ import _socket as socket
 import sys
 import time
 
-from nsshell import errors, kernel, paths, plan
+from nsshell import errors, kernel, paths, plan, sessionbus
 from nsshell.kernel import process_start_time
 from nsshell.backend import BACKEND, backend_environment
 from nsshell.errors import BUSY, CONFLICT, FAILURE, UNSAFE, NsshellError
@@ -169,6 +169,7 @@ class Keeper:
         self.displacing = False  # the mount was displaced: sessions are being ended, the vault locks
         self.plan = plan.build(spec)  # the namespace's set-up steps around the mount (nsshell.plan)
         self.context = plan.Outcome()  # what each of them did, for STATUS
+        self.bus = None  # the vault's private session bus (nsshell.sessionbus), if dbus = "vault"
 
     def catch_signals(self):
         """RECREATE_SOCKET_SIGNAL and LOCK_SIGNAL only write their number to a
@@ -320,6 +321,8 @@ class Keeper:
             self.selector.register(self.wakeup_fd, self.on_signal)
             self.selector.register(self.listener, self.accept)
             self.selector.register(self.channel, self.from_supervisor)
+            if self.bus is not None:
+                self.selector.register(self.bus.listener, self.bus_wanted)
             self.watch_the_mount()
             self.next_socket_check = time.monotonic() + SOCKET_CHECK_INTERVAL
             if not self.hold:
@@ -453,6 +456,75 @@ class Keeper:
                 _log(f"cannot list the vault's processes ({exc!r})")
         self.lock_and_exit()
 
+    # The private session bus (nsshell.sessionbus).
+
+    def open_bus(self):
+        """Before READY: the bus socket exists inside from the start, so the
+        first program that connects finds it; the daemon starts then."""
+        if self.spec.get("dbus", "host") == "vault":
+            self.bus = sessionbus.SessionBus(self.spec, os.environ)
+            self.bus.listen()
+
+    def bus_wanted(self, listener):
+        """Something connected to the bus socket: start the daemon on it (it
+        accepts that connection and the next ones itself)."""
+        self.selector.unregister(listener)
+        if self.locking:
+            return  # too late: the bus's tmpfs goes with the namespace
+        try:
+            pid = self.bus.start()
+        except OSError as exc:
+            # Sessions keep their private address, which nothing answers now,
+            # and the host's bus stays hidden: GUI programs fail, nothing leaks.
+            _log(f"the vault's session bus did not start ({exc.strerror or exc}); clients of it are refused")
+            self.refuse_bus_clients()
+            return
+        _log(f"session bus started (pid {pid}) for the first client")
+        self.selector.register(self.bus.pidfd, self.bus_ended)
+
+    def refuse_bus_clients(self):
+        """Close what waits on a bus socket no daemon will serve."""
+        listener = self.bus.listener
+        listener.setblocking(False)
+        try:
+            while True:
+                fd, _ = listener._accept()
+                os.close(fd)
+        except OSError:
+            pass
+        finally:
+            listener.setblocking(True)
+        self.selector.register(listener, self.bus_wanted)
+
+    def bus_ended(self, pidfd):
+        """The daemon exited.  Stopped by us, or died (killed, crashed): its
+        clients lost their connections; it starts again for the next one, at
+        the same address.  Sessions never fall back to the host's bus."""
+        self.selector.unregister(pidfd)
+        how = self.bus.exited()
+        if not self.bus_stopping and not self.locking:
+            _log(f"the vault's session bus exited ({how}) while sessions use the vault; it starts again at the next connection")
+        if not self.locking:
+            self.selector.register(self.bus.listener, self.bus_wanted)
+
+    bus_stopping = False
+
+    def stop_bus(self):
+        """End the daemon and the services it started (they must not outlive
+        the last session of a vault that stays open: see nsshell.sessionbus)."""
+        if self.bus is None or (not self.bus.running and not self.bus.service_pids()):
+            return
+        self.bus_stopping = True
+        try:
+            if self.bus.pidfd is not None:
+                self.selector.unregister(self.bus.pidfd)  # before stop() closes it
+            self.bus.stop()
+            if not self.locking and not self.selector.registered(self.bus.listener):
+                self.selector.register(self.bus.listener, self.bus_wanted)
+        finally:
+            self.bus_stopping = False
+        _log("no session left: the session bus and its services were stopped")
+
     def from_supervisor(self, channel):
         try:
             message = channel.recv(256)
@@ -574,7 +646,8 @@ class Keeper:
                 return
             self.add_session(pid)
             history = self.spec.get("history", "vault")
-            kernel.send_with_fds(conn, _line(f"OK {history} {self.mountpoint}"), self.join_fds)
+            bus = self.spec.get("dbus", "host")
+            kernel.send_with_fds(conn, _line(f"OK {history} bus={bus} {self.mountpoint}"), self.join_fds)
         elif verb == "STATUS":
             import json  # only here: json pulls in re, which the start-up does not need
 
@@ -631,6 +704,7 @@ class Keeper:
             "error": self.failed,
             "sessions": sorted(self.sessions),
             "members": self.namespace_members(),
+            "services": self.bus.service_pids() if self.bus is not None else [],
             "hold": self.hold,
             "linger": self.linger,
             "mountpoint": self.mountpoint,
@@ -641,6 +715,7 @@ class Keeper:
             # soak tests compare this before and after thousands of requests.
             "open_fds": _open_fd_count(),
             "context": self.context.rows,
+            "dbus": self.spec.get("dbus", "host"),
         }
 
     # Sessions.
@@ -668,15 +743,22 @@ class Keeper:
         """Every process that can see the vault, except us: those in this mount
         namespace (sessions and what they started), and those that a session
         moved into a namespace nested in ours (``unshare -U -m`` inside still
-        sees the plaintext).  Identity by namespace inode, never by name."""
+        sees the plaintext).  Identity by namespace inode, never by name.
+
+        The private bus and what it starts are not members but services
+        (their own mount namespace: nsshell.sessionbus): they do not keep the
+        vault open, and lock_and_exit ends them too."""
         members = []
         me = os.getpid()
         for entry in os.listdir("/proc"):
             if not entry.isdigit() or int(entry) == me:
                 continue
             try:
-                if os.readlink(f"/proc/{entry}/ns/mnt") == self.my_mount_ns:
+                mount_ns = os.readlink(f"/proc/{entry}/ns/mnt")
+                if mount_ns == self.my_mount_ns:
                     members.append(int(entry))
+                    continue
+                if self.bus is not None and self.bus.is_service(mount_ns):
                     continue
                 user_ns = os.readlink(f"/proc/{entry}/ns/user")
                 if user_ns == self.my_user_ns or (
@@ -705,8 +787,10 @@ class Keeper:
         if self.failed:
             self.lock_and_exit()
         if self.hold:
+            self.stop_bus()
             return
         if not waited and self.linger > 0:
+            self.stop_bus()
             self.deadline = time.monotonic() + self.linger
             return
         self.lock_and_exit()
@@ -721,12 +805,21 @@ class Keeper:
             self.refresh_sessions()
             for pid in list(self.sessions):
                 _signal_pidfd(self.sessions[pid], signal.SIGHUP)
+            if self.bus is not None:
+                self.bus.signal_services(signal.SIGTERM)  # the bus and its services
             deadline = time.monotonic() + END_SESSIONS_GRACE
-            while self.sessions and time.monotonic() < deadline:
+            while (self.sessions or self.services_left()) and time.monotonic() < deadline:
                 self.run_once(0.05)
             for pid in list(self.sessions):
                 _signal_pidfd(self.sessions[pid], signal.SIGKILL)
+            if self.bus is not None:
+                self.bus.signal_services(signal.SIGKILL)
             time.sleep(0.05)
+
+    def services_left(self):
+        if self.bus is None:
+            return False
+        return bool(self.bus.service_pids())  # the daemon too, until bus_ended reaps it
 
     def unmount(self):
         for attempt in range(20):
@@ -758,6 +851,10 @@ class Keeper:
                 self.drop_request(pending)  # they see EOF: "locking right now"
             self.end_sessions()
             self.unmount()
+            if self.bus is not None:
+                # Its tmpfs off the host's directory, so that whoever cleans up
+                # (the supervisor, or we when it is gone) can remove it.
+                kernel.unmount(self.bus.directory, detach=True)
         except BaseException:
             _log_exception("unexpected error while locking; detaching the mount")
             code = KEEPER_BUG_EXIT
@@ -829,6 +926,7 @@ def run_keeper(spec, channel):
         keeper.wait_for_backend()
         keeper.verify_mount()
         plan.carry_out(keeper.plan, keeper.context, "after mount")
+        keeper.open_bus()
         keeper.listen()
     except (NsshellError, OSError) as exc:
         if isinstance(exc, OSError) and not isinstance(exc, kernel.KernelError):
@@ -857,6 +955,10 @@ def cleanup_runtime_files(name, runtime_dir, keep_log=False):
             pass
     try:
         os.rmdir(paths.dconf_host_view(name, runtime_dir))  # empty on the host (nsshell.plan's "host view")
+    except OSError:
+        pass
+    try:
+        os.rmdir(paths.bus_dir(name, runtime_dir))  # empty on the host: the bus lived on a tmpfs over it
     except OSError:
         pass
 

@@ -121,6 +121,15 @@ def gui_state_env(env, mountpoint):
         env["DCONF_PROFILE"] = profile
 
 
+def session_bus_env(env, bus, name, base):
+    """DBUS_SESSION_BUS_ADDRESS for the vault's setting (nsshell.sessionbus):
+    its own bus, shared by its sessions; none at all; or the host's as it was."""
+    if bus == "vault":
+        env["DBUS_SESSION_BUS_ADDRESS"] = paths.bus_address(name, base)
+    elif bus == "none":
+        env["DBUS_SESSION_BUS_ADDRESS"] = "disabled:"
+
+
 def _tmp_identity():
     try:
         info = os.stat("/tmp")
@@ -147,7 +156,7 @@ def exec_inside(name, argv, extra_env=None, passphrase_source=None, session=Fals
         joined = client.join(name, base)
         if joined is None:
             raise NsshellError(f"vault {name!r} locked again before the command could start; try again", FAILURE)
-    mountpoint, history, fds = joined
+    mountpoint, history, fds, bus = joined
     outer_tmp = _tmp_identity()
     client.enter_namespaces(name, fds)
     if hide:
@@ -185,6 +194,7 @@ def exec_inside(name, argv, extra_env=None, passphrase_source=None, session=Fals
         env["NSSHELL_HISTDIR"] = marker
     tool_state_env(env, mountpoint, private_tmp=_tmp_identity() != outer_tmp)
     gui_state_env(env, mountpoint)
+    session_bus_env(env, bus, name, base)
     kernel.restore_core_limit()  # set to 0 while a passphrase was here; exec resets dumpability
     try:
         os.execvpe(argv[0], argv, env)

@@ -144,6 +144,22 @@ def dconf_host_view(name, base=None):
     return os.path.join(base or runtime_base(), f"{name}.dconf")
 
 
+def bus_dir(name, base=None):
+    """The directory of the vault's private session bus (nsshell.sessionbus).
+    On the host it stays an empty directory; inside the vault's namespace a
+    tmpfs of the keeper's covers it and holds the bus socket."""
+    return os.path.join(base or runtime_base(), f"{name}.bus")
+
+
+def bus_address(name, base=None):
+    """DBUS_SESSION_BUS_ADDRESS of the vault's private bus (a path, never an
+    abstract socket: the path exists only inside the vault's namespace)."""
+    path = os.path.join(bus_dir(name, base), "bus")
+    # D-Bus address values escape every byte but these as %XX.
+    safe = b"-_/.*0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+    return "unix:path=" + "".join(chr(b) if b in safe else f"%{b:02x}" for b in os.fsencode(path))
+
+
 def create_private_file(path):
     """A new, empty 0600 file at path, opened for writing (O_CLOEXEC).
 

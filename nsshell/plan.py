@@ -26,7 +26,10 @@ The steps, in the order build() puts them:
                in nsshell's runtime directory, before "shadow" covers it;
                and the vault's dconf profile, which reads the host's
                settings there and writes the vault's own (docs/gui.md)
-  hide         an empty read-only layer over a host path
+  hide         an empty read-only layer over a host path (also over the
+               host's session bus sockets, unless dbus = "host")
+  private bus  a 0700 tmpfs over the vault's bus directory, for its own
+               session bus (dbus = "vault"; nsshell.sessionbus)
 
 Only the keeper runs this, once per unlock: sessions join the finished
 namespace, so none of it costs `nsshell run` anything.
@@ -35,7 +38,7 @@ namespace, so none of it costs `nsshell run` anything.
 import os
 import stat
 
-from nsshell import kernel, paths
+from nsshell import kernel, paths, sessionbus
 from nsshell.inside import DCONF_PROFILE_NAME, TOOL_STATE_ENV, shadow_home
 
 # What programs of a Debian desktop and developer install write under HOME
@@ -155,6 +158,15 @@ def build(spec):
         steps.append(Step("shadow", dest, source + ("/" if entry.endswith("/") else "")))
     for entry in spec.get("hide", ()):
         steps.append(Step("hide", expand(entry, home)))
+    bus = spec.get("dbus", "host")  # the holder's spec always says; "host" is what nsshell did before
+    if bus != "host":
+        # Programs inside must not reach the host's bus (GUI-FACTS 1-4): its
+        # socket files are covered.  An abstract-socket bus cannot be
+        # covered; only offline = true cuts it (docs/gui.md).
+        for path in spec.get("host_bus_sockets", ()):
+            steps.append(Step("hide", path))
+    if bus == "vault":
+        steps.append(Step("private bus", paths.bus_dir(spec["name"], spec.get("runtime_dir"))))
     return steps
 
 
@@ -280,6 +292,11 @@ def _dconf_profile(step):
     return "the vault's database over the host's"
 
 
+def _private_bus(step):
+    sessionbus.prepare_directory(step.dest)
+    return "tmpfs for the vault's session bus"
+
+
 def _env_for(dest):
     name = os.path.basename(dest)
     if name == ".viminfo":
@@ -369,4 +386,5 @@ _EXECUTORS = {
     "shadow": _shadow,
     "host view": _host_view,
     "dconf profile": _dconf_profile,
+    "private bus": _private_bus,
 }

@@ -22,7 +22,9 @@ CONFIG_ERROR = 1
 HISTORY_CHOICES = ("vault", "off", "outer")
 LOCK_TRIGGERS = ("suspend", "screen-lock", "logout")  # what lock_on may name (see nsshell.autolock)
 # The context keys (docs/context.md): allowed per vault and in [defaults].
-CONTEXT_KEYS = ("private", "hide", "offline", "private_tmp", "keep_tmp")
+CONTEXT_KEYS = ("private", "hide", "offline", "private_tmp", "keep_tmp", "dbus")
+# dbus: the vault's own session bus, the host's, or none (nsshell.sessionbus, docs/gui.md).
+DBUS_CHOICES = ("vault", "host", "none")
 
 
 class Vault:
@@ -38,7 +40,7 @@ class Vault:
     def __init__(
         self, name, cipher_dir, mountpoint, linger=0, extpass=None, history="vault",
         lock_on=LOCK_TRIGGERS, idle_lock=0, keyring=False,
-        private=(), hide=(), offline=None, private_tmp=None, keep_tmp=None,
+        private=(), hide=(), offline=None, private_tmp=None, keep_tmp=None, dbus=None,
     ):
         self.name = name
         self.cipher_dir = cipher_dir
@@ -55,6 +57,7 @@ class Vault:
         self.offline = offline  # own network namespace, loopback only
         self.private_tmp = private_tmp  # /tmp and /var/tmp of its own
         self.keep_tmp = keep_tmp  # that private /tmp kept in the vault instead of memory
+        self.dbus = dbus  # session bus for its sessions: "vault", "host" or "none"
         self.defaults = {}  # the registry's [defaults] table, set by get()
 
     def _fields(self):
@@ -69,6 +72,7 @@ class Vault:
                     for key, fallback in (("offline", False), ("private_tmp", True), ("keep_tmp", False))}
         settings["private"] = [*d.get("private", ()), *self.private]
         settings["hide"] = [*d.get("hide", ()), *self.hide]
+        settings["dbus"] = self.dbus or d.get("dbus", "vault")
         return settings
 
     def __eq__(self, other):
@@ -100,6 +104,8 @@ def _context_toml(values):
     for key, value in zip(CONTEXT_KEYS, values):
         if isinstance(value, bool):
             lines.append(f"{key} = {'true' if value else 'false'}")
+        elif isinstance(value, str):
+            lines.append(f"{key} = {_toml_string(value)}")
         elif value:
             lines.append(f"{key} = [" + ", ".join(_toml_string(v) for v in value) + "]")
     return lines
@@ -119,6 +125,7 @@ _FIELD_TYPES = {
     "offline": bool,
     "private_tmp": bool,
     "keep_tmp": bool,
+    "dbus": str,
 }
 _REQUIRED = ("cipher_dir", "mountpoint")
 
@@ -218,6 +225,8 @@ def _defaults_from_table(path, table):
 def _check_context_value(path, where, key, value):
     if not isinstance(value, _FIELD_TYPES[key]):
         raise _problem(path, f"{where}: {key} has the wrong type ({type(value).__name__})")
+    if key == "dbus" and value not in DBUS_CHOICES:
+        raise _problem(path, f"{where}: dbus must be one of {', '.join(map(repr, DBUS_CHOICES))}, not {value!r}")
     if isinstance(value, list):
         for entry in value:
             problem = context_path_problem(key, entry)
@@ -249,7 +258,7 @@ def context_path_problem(key, entry):
 # vaults.toml does not.  (A hand-formatted registry is parsed every time.)
 
 
-_CACHE_FORMAT = 4  # bump when Vault's fields or the cache's checks change
+_CACHE_FORMAT = 5  # bump when Vault's fields or the cache's checks change
 
 
 def _cache_file():
@@ -357,6 +366,7 @@ def _vault_from_table(path, name, table):
         offline=table.get("offline"),
         private_tmp=table.get("private_tmp"),
         keep_tmp=table.get("keep_tmp"),
+        dbus=table.get("dbus"),
     )
 
 

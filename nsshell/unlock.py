@@ -13,7 +13,7 @@ import os
 import sys
 import time
 
-from nsshell import client, errors, kernel, paths, registry
+from nsshell import client, errors, kernel, paths, registry, sessionbus
 from nsshell.backend import BACKEND
 from nsshell.errors import BAD_PASSPHRASE, CONFLICT, FAILURE, UNSAFE, UNSUPPORTED, NsshellError
 from nsshell.holder import LOCK_SIGNAL, RECREATE_SOCKET_SIGNAL, open_elsewhere_error, runtime_dir_serving
@@ -379,6 +379,8 @@ class HolderStart:
             **vault.context(),
             "home": paths.home(),
             "xauthority": os.environ.get("XAUTHORITY"),
+            # The host's session bus sockets, covered inside unless dbus = "host".
+            "host_bus_sockets": sessionbus.host_bus_sockets(os.environ),
         }
         self.name = vault.name
         spec_w, spec_r = _socketpair()

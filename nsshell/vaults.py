@@ -180,9 +180,11 @@ def overview(only=None, detail=False):
             row["hold"] = bool(status and status.get("hold"))
             row["session_pids"] = (status or {}).get("sessions", [])
             row["error"] = (status or {}).get("error")
+            row["service_pids"] = (status or {}).get("services", [])  # the private bus and what it started
             vault.defaults = getattr(vaults, "defaults", {})
             row["settings"] = vault.context()  # as configured (docs/context.md)
             row["context"] = (status or {}).get("context")  # what the keeper set up, while open
+            row["dbus"] = (status or {}).get("dbus") or row["settings"]["dbus"]  # in effect while open
         rows.append(row)
     return rows
 
@@ -209,22 +211,25 @@ def bare_mountpoint_warning(mountpoint):
 
 
 def processes(name):
-    """The processes that can see the vault (same mount namespace), or None
-    if it is locked.  The holder finds them by namespace identity."""
+    """The processes that can see the vault, or None if it is locked.  The
+    holder finds them by namespace identity: "session" for what sessions run
+    (they keep the vault open), "service" for the vault's private bus and
+    what it started (they do not: nsshell.sessionbus)."""
     status = unlock.holder_status(name)
     if status is None:
         return None
     import psutil
 
     found = []
-    for pid in status.get("members", []):
-        try:
-            proc = psutil.Process(pid)
-            command = " ".join(proc.cmdline()) or proc.name()
-            short = proc.name()  # what the process calls itself: "tmux: server"
-        except psutil.Error:
-            continue
-        found.append({"pid": pid, "command": command, "name": short})
+    for kind, pids in (("session", status.get("members", [])), ("service", status.get("services", []))):
+        for pid in pids:
+            try:
+                proc = psutil.Process(pid)
+                command = " ".join(proc.cmdline()) or proc.name()
+                short = proc.name()  # what the process calls itself: "tmux: server"
+            except psutil.Error:
+                continue
+            found.append({"pid": pid, "command": command, "name": short, "kind": kind})
     return found
 
 

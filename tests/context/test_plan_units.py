@@ -77,6 +77,7 @@ def test_registry_context_keys_and_defaults(tmp_path, monkeypatch):
     vault = registry.get("t", path)
     assert vault.context() == {
         "offline": False, "private_tmp": True, "keep_tmp": True, "private": ["~/.a", "~/.b"], "hide": ["~/.ssh"],
+        "dbus": "vault",  # the default (tests/desktop/test_bus_settings.py)
     }
     # Rewriting the registry (create, remove) keeps [defaults] and the vault's own keys.
     other = registry.Vault(name="u", cipher_dir="/c2", mountpoint="/m2")

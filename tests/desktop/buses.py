@@ -58,9 +58,9 @@ def wait_for(predicate, what, timeout=30.0):
 class Bus:
     """One private dbus-daemon, and the processes started on it."""
 
-    def __init__(self, directory, label):
+    def __init__(self, directory, label, socket=None):
         need("dbus-daemon")
-        self.socket = os.path.join(directory, f"{label}.bus")
+        self.socket = socket or os.path.join(directory, f"{label}.bus")
         self.address = f"unix:path={self.socket}"
         config = os.path.join(directory, f"{label}.conf")
         with open(config, "w") as f:
@@ -161,8 +161,8 @@ class SessionBus(Bus):
     NAME = "org.freedesktop.ScreenSaver"
     PATH = "/org/freedesktop/ScreenSaver"
 
-    def __init__(self, directory, screensaver=True):
-        super().__init__(directory, "session")
+    def __init__(self, directory, screensaver=True, socket=None):
+        super().__init__(directory, "session", socket)
         if screensaver:
             need_dbusmock()
             env = {**os.environ, "DBUS_SESSION_BUS_ADDRESS": self.address}
