@@ -46,3 +46,45 @@ def alive(pid):
 
 def wait_locked(world, name="taxes", timeout=180):
     wait_for(lambda: world.state(name)["state"] == "locked", f"{name} to lock", timeout)
+
+
+def vault_processes(mountpoint):
+    """pids of this user's processes started for the vault: sessions and
+    the services its bus started both carry NSSHELL_MOUNTPOINT."""
+    marker = f"NSSHELL_MOUNTPOINT={mountpoint}".encode()
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as f:
+                if marker in f.read().split(b"\0") and alive(int(entry)):
+                    found.append(int(entry))
+        except OSError:
+            continue
+    return found
+
+
+def process_name(pid):
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return "?"
+
+
+def write_pdf_inside(world, path, text, scratch):
+    """A one-page PDF at path in the vault, made outside in scratch (the
+    vault's /tmp is its own) and handed in on stdin."""
+    from .pdf import write_pdf
+
+    made = scratch / "made.pdf"
+    write_pdf(made, text)
+    world.run("run", "taxes", "--passfile", world.passfile, "--", "sh", "-c", 'cat > "$1"', "sh", path,
+              input=made.read_text(), check=True)
+    made.unlink()
+
+
+def read_inside(world, path):
+    result = world.run("run", "taxes", "--", "cat", str(path))
+    return result.stdout if result.returncode == 0 else ""
