@@ -73,14 +73,14 @@ def process_name(pid):
         return "?"
 
 
-def write_pdf_inside(world, path, text, scratch):
+def write_pdf_inside(world, path, text, scratch, name="taxes"):
     """A one-page PDF at path in the vault, made outside in scratch (the
     vault's /tmp is its own) and handed in on stdin."""
     from .pdf import write_pdf
 
     made = scratch / "made.pdf"
     write_pdf(made, text)
-    world.run("run", "taxes", "--passfile", world.passfile, "--", "sh", "-c", 'cat > "$1"', "sh", path,
+    world.run("run", name, "--passfile", world.passfile, "--", "sh", "-c", 'cat > "$1"', "sh", path,
               input=made.read_text(), check=True)
     made.unlink()
 

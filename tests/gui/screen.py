@@ -14,7 +14,7 @@ import time
 
 # A session bus like a desktop's: it activates what /usr/share/dbus-1/services
 # offers (dconf-service, evince's daemon), so programs outside behave as on
-# a real desktop.  Its socket lies in the test's own directory.
+# a real desktop.  Its socket lies in bus_directory (the caller chooses).
 HOST_BUS_CONFIG = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
  "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
 <busconfig>
@@ -47,8 +47,9 @@ class Desktop:
     """Xvfb and a host session bus; env is what a desktop session's
     programs would have (the world's HOME and XDG dirs, DISPLAY, the bus)."""
 
-    def __init__(self, directory, base_env):
+    def __init__(self, directory, base_env, bus_directory=None):
         self.directory = directory
+        self.bus_directory = bus_directory or directory
         self.processes = []
         self.xvfb = None
         self.display = None
@@ -82,7 +83,8 @@ class Desktop:
             raise AssertionError(f"no X server would start: {f.read()!r}")
 
     def _start_bus(self):
-        self.bus_socket = os.path.join(self.directory, "host.bus")
+        os.makedirs(self.bus_directory, mode=0o700, exist_ok=True)
+        self.bus_socket = os.path.join(self.bus_directory, "bus")
         config = os.path.join(self.directory, "host-bus.conf")
         with open(config, "w") as f:
             f.write(HOST_BUS_CONFIG.format(socket=self.bus_socket))
