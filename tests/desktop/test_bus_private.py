@@ -223,3 +223,40 @@ def test_notification_signals_come_back_and_nothing_else_passes(host):
     finally:
         session.kill()
         session.wait()
+
+
+def test_figures_the_bus_costs_a_run_nothing_until_used(host):
+    """Figures for docs/reliability.md (run with -s): `nsshell run` of a
+    command that does not use the bus, on an open vault with dbus = "vault"
+    and "host" (alternating), and the first bus call (the daemon starts) next
+    to later ones.  Nothing is asserted about the times (a noisy machine)."""
+    from statistics import median
+
+    from .test_autolock import set_registry
+
+    world = host
+    world.create("plain")
+    set_registry(world, "plain", dbus='"host"')
+    world.open("taxes")
+    world.open("plain")
+
+    def timed(*argv):
+        start = time.monotonic()
+        world.run("run", *argv, check=True)
+        return (time.monotonic() - start) * 1000
+
+    runs = {"taxes": [], "plain": []}
+    for _ in range(15):
+        for name in runs:
+            runs[name].append(timed(name, "--", "true"))
+    assert not status(world)["service_pids"]  # `true` never started the bus
+    session = start_session(world)  # keeps the bus, once started, running between the calls
+    try:
+        call = ["taxes", "--", "dbus-send", "--session", "--print-reply", *GET_ID.split()]
+        first = timed(*call)
+        later = median(timed(*call) for _ in range(10))
+    finally:
+        session.kill()
+        session.wait()
+    print(f"\nFIGURE bus run-true median: dbus=vault {median(runs['taxes']):.1f} ms, dbus=host {median(runs['plain']):.1f} ms")
+    print(f"FIGURE bus dbus-send GetId: first (starts the daemon) {first:.1f} ms, later median {later:.1f} ms")
