@@ -356,7 +356,7 @@ class SessionBus:
                 os.close(pidfd)
         return sent
 
-    def stop(self, clock=None):
+    def stop(self):
         """End the daemon and every service: SIGTERM, then SIGKILL after
         STOP_GRACE.  Blocks until they are gone (or SIGKILL was sent)."""
         import _signal
