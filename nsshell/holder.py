@@ -481,6 +481,24 @@ class Keeper:
             return
         _log(f"session bus started (pid {pid}) for the first client")
         self.selector.register(self.bus.pidfd, self.bus_ended)
+        self.hand_bus_to_relay()
+
+    def hand_bus_to_relay(self):
+        """The supervisor relays notifications to the host's bus
+        (nsshell.notifyrelay); it is outside, so it gets a connection."""
+        if self.channel is None:
+            return  # the supervisor is gone: no relay (the log said so)
+        try:
+            conn = self.bus.connect()
+        except OSError as exc:
+            _log(f"cannot connect to the vault's bus for the notification relay ({exc})")
+            return
+        try:
+            kernel.send_with_fds(self.channel, b"BUS\n", [conn.fileno()])
+        except OSError as exc:
+            _log(f"cannot hand the vault's bus to the notification relay ({exc})")
+        finally:
+            conn.close()
 
     def refuse_bus_clients(self):
         """Close what waits on a bus socket no daemon will serve."""
@@ -1231,12 +1249,16 @@ class Supervisor:
         """Until the keeper exits: pass on a backend death, then clean up."""
         waiter = Poller()
         waiter.register(keeper_fd)
+        waiter.register(channel, "keeper")
         if self.backend is not None:
             waiter.register(self.backend[1], "backend")
         keeper_alive = True
         while keeper_alive:
             for fileobj, role in waiter.select():
-                if role == "backend":
+                if role == "keeper":
+                    if not self.from_keeper(channel):
+                        waiter.unregister(channel)
+                elif role == "backend":
                     code = self.backend_exit_code()
                     if code is not None:
                         waiter.unregister(fileobj)
@@ -1247,6 +1269,29 @@ class Supervisor:
                 else:
                     keeper_alive = False
         self.finish(keeper_fd)
+
+    def from_keeper(self, channel):
+        """A line from the keeper after READY; False at EOF (it is ending)."""
+        try:
+            line, fds = kernel.recv_line_with_fds(channel, max_fds=1)
+        except OSError:
+            return False
+        if line.strip() == b"BUS" and len(fds) == 1:
+            self.start_notification_relay(fds[0])
+        else:
+            for fd in fds:
+                os.close(fd)
+        return bool(line)
+
+    def start_notification_relay(self, bus_fd):
+        """Notifications from the vault's bus to the host's (nsshell.notifyrelay)."""
+        try:
+            from nsshell import notifyrelay
+
+            notifyrelay.start(bus_fd, "SESSION")
+        except Exception as exc:  # noqa: BLE001 - notifications fail; the log says why
+            os.close(bus_fd)
+            sys.stderr.write(f"nsshell-holder: notification relay not started: {exc!r}\n")
 
     def finish(self, keeper_fd, failure=None):
         keeper_code = 0

@@ -163,7 +163,22 @@ def prepare_directory(directory):
     kernel.mount_tmpfs(directory, mode=0o700, size="1m")
     os.mkdir(os.path.join(directory, SERVICES_NAME), 0o700)
     _write(os.path.join(directory, CONFIG_NAME), config_text(directory))
+    _write(os.path.join(directory, SERVICES_NAME, "org.freedesktop.Notifications.service"), NOTIFICATIONS_WAITER.format(
+        sleep=find_program("sleep", os.environ) or "/bin/sleep"))
     return os.path.join(directory, SOCKET_NAME)
+
+
+# The notification relay (nsshell.notifyrelay) takes its name on the bus
+# from outside, within milliseconds of the bus starting.  A client that calls
+# before then starts this instead, through D-Bus activation: it only waits,
+# and the call goes to the relay as soon as the relay owns the name (the
+# host's own notification daemon, whose .service file the standard
+# directories may hold, must not start inside the vault).  It ends on its
+# own, or with the bus.
+NOTIFICATIONS_WAITER = """[D-BUS Service]
+Name=org.freedesktop.Notifications
+Exec={sleep} 10
+"""
 
 
 def _write(path, text):
@@ -174,10 +189,10 @@ def _write(path, text):
         os.close(fd)
 
 
-def find_daemon(environ):
-    """dbus-daemon's path on the PATH the vault was opened with, or None."""
+def find_program(name, environ):
+    """name's path on the PATH the vault was opened with, or None."""
     for directory in (environ.get("PATH") or "/usr/bin:/bin").split(":"):
-        candidate = os.path.join(directory or ".", "dbus-daemon")
+        candidate = os.path.join(directory or ".", name)
         if os.path.isabs(candidate) and os.access(candidate, os.X_OK):
             return candidate
     return None
@@ -210,7 +225,7 @@ class SessionBus:
         self.directory = paths.bus_dir(spec["name"], spec["runtime_dir"])
         self.socket_path = os.path.join(self.directory, SOCKET_NAME)
         self.environment = service_environment(environ, spec)
-        self.daemon_path = find_daemon(environ)
+        self.daemon_path = find_program("dbus-daemon", environ)
         self.listener = None
         self.pid = None
         self.pidfd = None
@@ -299,6 +314,19 @@ class SessionBus:
             return f"killed by signal {os.WTERMSIG(status)}"
         return f"exit code {os.waitstatus_to_exitcode(status)}"
 
+    def connect(self):
+        """A socket connected to the bus (for the notification relay, which
+        cannot reach the socket's path from outside the namespace)."""
+        import _socket
+
+        sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
+        try:
+            kernel.with_unix_path(sock.connect, self.socket_path)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
     def is_service(self, mount_ns):
         return mount_ns in self.namespaces
 
@@ -335,7 +363,7 @@ class SessionBus:
                 os.close(pidfd)
         return sent
 
-    def stop(self, clock=None):
+    def stop(self):
         """End the daemon and every service: SIGTERM, then SIGKILL after
         STOP_GRACE.  Blocks until they are gone (or SIGKILL was sent)."""
         import _signal

@@ -168,3 +168,95 @@ def test_a_killed_bus_is_logged_and_starts_again_at_the_same_address(host):
     finally:
         session.kill()
         session.wait()
+
+
+NOTIFICATIONS = "org.freedesktop.Notifications"
+NOTIFICATIONS_PATH = "/org/freedesktop/Notifications"
+
+
+def start_notification_service(world):
+    """python-dbusmock's notification daemon on the host's bus."""
+    env = {**os.environ, "DBUS_SESSION_BUS_ADDRESS": world.bus.address}
+    world.bus.start([DBUSMOCK_PYTHON, "-m", "dbusmock", "--template", "notification_daemon"], env=env)
+    wait_for(lambda: world.bus.has_name(NOTIFICATIONS), "the mock notification daemon")
+
+
+def host_notifications(world):
+    """(method, args) of every call the host's notification service received."""
+    calls = world.bus.call(NOTIFICATIONS, NOTIFICATIONS_PATH, "org.freedesktop.DBus.Mock", "GetCalls")[0]
+    return [(method, args) for _, method, args in calls]
+
+
+def test_notify_send_inside_reaches_the_hosts_notification_service(host):
+    """From a locked vault: the unlock, the bus started by notify-send's
+    connection, the relay taking the name while notify-send already waits."""
+    need("notify-send")
+    world = host
+    start_notification_service(world)
+    world.inside("taxes", "notify-send 'canary summary' 'canary body'")
+    notified = [args for method, args in host_notifications(world) if method == "Notify"]
+    assert len(notified) == 1 and [value for _, value in notified[0][3:5]] == ["canary summary", "canary body"], notified
+    info = world.inside("taxes", f"dbus-send --session --print-reply --dest={NOTIFICATIONS} {NOTIFICATIONS_PATH} "
+                                 f"{NOTIFICATIONS}.GetServerInformation").stdout
+    assert "mock-notify" in info
+
+
+def test_notification_signals_come_back_and_nothing_else_passes(host):
+    need("notify-send")
+    world = host
+    start_notification_service(world)
+    session = start_session(world)
+    try:
+        # notify-send --wait returns when the notification is closed: the
+        # host's NotificationClosed signal must reach it through the relay.
+        waiting = subprocess.Popen([world.exe, "run", "taxes", "--", "notify-send", "--wait", "wait for me"],
+                                   env=world.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        wait_for(lambda: any(m == "Notify" for m, _ in host_notifications(world)), "the notification on the host")
+        first = 1  # the mock numbers notifications from 1
+        world.bus.emit(NOTIFICATIONS, NOTIFICATIONS_PATH, NOTIFICATIONS, "NotificationClosed", "uu", [first, 2])
+        assert waiting.wait(60) == 0, waiting.stderr.read()
+        # Only the notification interface: the mock's own control interface
+        # on the same name is not reachable from inside.
+        refused = world.inside("taxes", f"dbus-send --session --print-reply --dest={NOTIFICATIONS} {NOTIFICATIONS_PATH} "
+                                        "org.freedesktop.DBus.Mock.GetCalls", check=False)
+        assert refused.returncode != 0 and "UnknownMethod" in refused.stderr
+    finally:
+        session.kill()
+        session.wait()
+
+
+def test_figures_the_bus_costs_a_run_nothing_until_used(host):
+    """Figures for docs/reliability.md (run with -s): `nsshell run` of a
+    command that does not use the bus, on an open vault with dbus = "vault"
+    and "host" (alternating), and the first bus call (the daemon starts) next
+    to later ones.  Nothing is asserted about the times (a noisy machine)."""
+    from statistics import median
+
+    from .test_autolock import set_registry
+
+    world = host
+    world.create("plain")
+    set_registry(world, "plain", dbus='"host"')
+    world.open("taxes")
+    world.open("plain")
+
+    def timed(*argv):
+        start = time.monotonic()
+        world.run("run", *argv, check=True)
+        return (time.monotonic() - start) * 1000
+
+    runs = {"taxes": [], "plain": []}
+    for _ in range(15):
+        for name in runs:
+            runs[name].append(timed(name, "--", "true"))
+    assert not status(world)["service_pids"]  # `true` never started the bus
+    session = start_session(world)  # keeps the bus, once started, running between the calls
+    try:
+        call = ["taxes", "--", "dbus-send", "--session", "--print-reply", *GET_ID.split()]
+        first = timed(*call)
+        later = median(timed(*call) for _ in range(10))
+    finally:
+        session.kill()
+        session.wait()
+    print(f"\nFIGURE bus run-true median: dbus=vault {median(runs['taxes']):.1f} ms, dbus=host {median(runs['plain']):.1f} ms")
+    print(f"FIGURE bus dbus-send GetId: first (starts the daemon) {first:.1f} ms, later median {later:.1f} ms")
