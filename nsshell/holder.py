@@ -873,6 +873,11 @@ class Keeper:
                 # Its tmpfs off the host's directory, so that whoever cleans up
                 # (the supervisor, or we when it is gone) can remove it.
                 kernel.unmount(self.bus.directory, detach=True)
+            try:
+                # The same for the host's dconf directory seen there (plan's "host view").
+                kernel.unmount(paths.dconf_host_view(self.name, self.spec["runtime_dir"]), detach=True)
+            except OSError:
+                pass  # no view: the host had none to show, or the plan made none
         except BaseException:
             _log_exception("unexpected error while locking; detaching the mount")
             code = KEEPER_BUG_EXIT
