@@ -404,6 +404,26 @@ def check_autolock():
     return Check("auto-lock", status, detail, fix)
 
 
+def check_session_bus(environ=None):
+    """The vaults' own session bus (nsshell.sessionbus, docs/gui.md): is
+    dbus-daemon there, and can the host's bus be hidden from vaults?"""
+    from nsshell import sessionbus
+
+    environ = os.environ if environ is None else environ
+    daemon = sessionbus.find_program("dbus-daemon", environ)
+    if daemon is None:
+        return Check("session bus", "warn",
+                     'dbus-daemon is not installed: programs in a vault with dbus = "vault" (the default) get no session bus',
+                     'install it (Debian: apt install dbus-daemon), or set dbus = "host" for the vault (docs/gui.md)')
+    address = environ.get("DBUS_SESSION_BUS_ADDRESS", "")
+    if any(t in address for t in ("unix:abstract=", "unix:tmpdir=")):
+        return Check("session bus", "warn",
+                     f"{daemon}; the host's session bus is an abstract socket ({address.split(',')[0]}), which "
+                     "programs in a vault can still reach unless the vault is offline",
+                     "use a desktop that puts the bus at $XDG_RUNTIME_DIR/bus (dbus-user-session), or offline = true")
+    return Check("session bus", "ok", f"{daemon}; vaults get their own bus, and the host's is hidden in them (docs/gui.md)")
+
+
 def run_checks():
     return [
         check_python(),
@@ -419,4 +439,5 @@ def run_checks():
         check_protections(),
         check_namespace_handles(),
         check_autolock(),
+        check_session_bus(),
     ]

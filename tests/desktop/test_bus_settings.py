@@ -118,3 +118,19 @@ def test_services_get_the_allowed_environment_only():
     assert {k: env[k] for k in ("DISPLAY", "LC_TIME", "HOME", "XDG_DATA_DIRS")} == {
         "DISPLAY": ":0", "LC_TIME": "C", "HOME": "/home/u", "XDG_DATA_DIRS": "/usr/share"}
     assert not {"SSH_AUTH_SOCK", "TMPDIR", "GNUPGHOME"} & set(env)
+
+
+def test_doctor_says_whether_vaults_get_their_own_bus(tmp_path):
+    from nsshell import doctor
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "dbus-daemon"
+    fake.write_text("#!/bin/sh\n")
+    fake.chmod(0o755)
+    ok = doctor.check_session_bus({"PATH": str(bin_dir), "DBUS_SESSION_BUS_ADDRESS": "unix:path=/run/user/1/bus"})
+    assert ok.status == "ok" and str(fake) in ok.detail
+    abstract = doctor.check_session_bus({"PATH": str(bin_dir), "DBUS_SESSION_BUS_ADDRESS": "unix:abstract=/tmp/dbus-x,guid=1"})
+    assert abstract.status == "warn" and "offline" in abstract.detail
+    missing = doctor.check_session_bus({"PATH": str(tmp_path / "empty")})
+    assert missing.status == "warn" and "apt install dbus-daemon" in missing.fix
