@@ -92,10 +92,38 @@ def _enter(name, shell, source):
             f"already inside vault {current!r}; leave it first (exit its shell), then enter {name!r}", USAGE
         )
     shell = shell or shells.user_shell()
-    inside.exec_inside(
-        name, shells.inner_argv(shell), extra_env=shells.inner_env(shell), passphrase_source=source, session=True
-    )
-    return 1
+    argv, extra_env = shells.inner_argv(shell), shells.inner_env(shell)
+    # The shell runs in a child, not in place of this process: when it ends,
+    # this process (which stays outside the vault) says what keeps it open.
+    child = inside.exec_inside(name, argv, extra_env=extra_env, passphrase_source=source, session=True, fork=True)
+    code = _wait_for_the_shell(child)
+    _say_what_keeps_it_open(name)
+    return code
+
+
+def _wait_for_the_shell(child):
+    """Wait for the session's shell; the terminal's signals are its own.
+
+    SIGHUP too: a hang-up reaches the shell from the kernel (it is the
+    terminal's foreground), and the keeper signals the shell itself when
+    it locks.  Passed on as well, it made bash lose the history it saves
+    on SIGHUP in 3 of 8 runs of tests/desktop/test_autolock.py (0 of 12
+    without).  SIGTERM, which nothing else sends it, is passed on."""
+    import _signal  # the C core of signal: `signal` imports enum, and enter must not get slower
+
+    for signum in (_signal.SIGINT, _signal.SIGQUIT, _signal.SIGTSTP, _signal.SIGHUP):
+        _signal.signal(signum, _signal.SIG_IGN)
+    _signal.signal(_signal.SIGTERM, lambda received, frame: _pass_on(child, received))
+    status = os.waitpid(child, 0)[1]
+    code = os.waitstatus_to_exitcode(status)
+    return 128 - code if code < 0 else code
+
+
+def _pass_on(child, signum):
+    try:
+        os.kill(child, signum)
+    except ProcessLookupError:
+        pass
 
 
 def _source(args):
@@ -231,8 +259,13 @@ def _print_context(row):
         if "offline" in by_kind:
             print("  network:    offline (own network namespace, loopback only)")
         shadows = by_kind.get("shadow", [])
-        done = [f"{dest}" + (f" ({how})" if how != "bind" else "") for dest, how in shadows if not how.startswith(("missing", "not "))]
+        placeholders = [dest for dest, how in shadows if how.startswith("bind over an empty placeholder")]
+        done = [f"{dest}" + (f" ({how})" if how.startswith("environment") else "")
+                for dest, how in shadows if not how.startswith(("missing", "not "))]
         print(f"  shadowed:   {', '.join(done) or 'nothing'}")
+        if placeholders:
+            print(f"  placeholders on the host (empty, made to bind over; removed at lock if untouched): "
+                  f"{', '.join(placeholders)}")
         missing = [dest for dest, how in shadows if how.startswith("missing")]
         if missing:
             print(f"  not on host (not shadowed until it exists there at unlock): {', '.join(missing)}")
@@ -273,24 +306,57 @@ def _short_command(proc):
 
 
 def cmd_left(args):
-    """Run by the shell integration when `vault enter` returns: say what
-    keeps the vault open, if anything does (issue 9).  Silent otherwise."""
-    from nsshell import vaults
+    """Say what keeps the vault open, if anything does (issue 9); silent
+    otherwise.  `enter` says it itself now; shells that loaded an older
+    integration still call this after it."""
+    _say_what_keeps_it_open(args.name)
+    return 0
+
+
+def _say_what_keeps_it_open(name):
+    """After a session: one line if processes keep the vault open, else nothing."""
     from nsshell.names import name_problem
 
-    if not args.name or name_problem(args.name):
-        return 0
-    procs = [p for p in vaults.processes(args.name) or () if p["kind"] == "session"]  # services do not keep it open
+    if not name or name_problem(name):
+        return
+    try:
+        procs = _processes_inside(name)
+    except NsshellError as exc:
+        _error(exc.message)  # but the session's own exit status stands
+        return
     if not procs:
-        return 0
+        return
     names = list(dict.fromkeys(_short_command(proc) for proc in procs))
     count = len(procs)
     sys.stderr.write(
-        f"{count} process{'es' if count != 1 else ''} still inside {args.name} ({'; '.join(names)}); it stays open "
-        f"until {'they end' if count != 1 else 'it ends'}; see 'nsshell ps {args.name}', or "
-        f"'nsshell lock {args.name} --force'\n"
+        f"{count} process{'es' if count != 1 else ''} still inside {name} ({'; '.join(names)}); it stays open "
+        f"until {'they end' if count != 1 else 'it ends'}; see 'nsshell ps {name}', or "
+        f"'nsshell lock {name} --force'\n"
     )
-    return 0
+
+
+def _processes_inside(name):
+    """What `nsshell ps` lists, or None when the vault is locked, from the
+    keeper's STATUS and /proc: it runs each time enter's shell ends, so
+    without what `ps` imports (nsshell.vaults, nsshell.unlock, psutil)."""
+    from nsshell import client
+
+    reply = client.request(name, "STATUS")
+    if reply is None:
+        return None
+    import json
+
+    found = []
+    for pid in json.loads(reply[0]).get("members", []):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                argv = [a.decode(errors="replace") for a in f.read().split(b"\0") if a]
+            with open(f"/proc/{pid}/comm", "rb") as f:
+                short = f.read().decode(errors="replace").rstrip("\n")  # what it calls itself: "tmux: server"
+        except OSError:
+            continue  # ended meanwhile
+        found.append({"pid": pid, "command": " ".join(argv) or short, "name": short})
+    return found
 
 
 def cmd_ps(args):

@@ -425,6 +425,13 @@ class Keeper:
             problem = f"its mount could not be checked ({exc!r})"
         if problem:
             self.displaced(problem)
+            return
+        # A shadowed or hidden file replaced on the host loses its cover (nsshell.plan).
+        try:
+            for dest in plan.restore_shadows(self.context):
+                _log(f"{dest} was replaced on the host; it is covered again inside the vault")
+        except Exception as exc:  # never silently: fail safe
+            self.displaced(f"a shadowed path could not be covered again ({exc!r})")
 
     def displaced(self, problem):
         """The path no longer leads to the vault, so a session's next write
@@ -1055,6 +1062,7 @@ class Supervisor:
         self.keeper_pid = None
         self.notified = False
         self.fuse_signals = False  # SIGIO on every FUSE request (count_fuse_requests)
+        self.placeholders = []  # what make_placeholders made on the host (nsshell.plan)
 
     def report(self, line):
         """READY: the client returns at once, so close the status pipe now."""
@@ -1089,6 +1097,9 @@ class Supervisor:
             return
         me = os.getpid()
         write_state(self.name, self.runtime_dir, supervisor=[me, process_start_time(me)], keeper=None, backend=None)
+        # Paths to shadow that the host lacks get an empty placeholder to bind
+        # over, made here, outside, before the keeper (so before any session).
+        self.placeholders = plan.make_placeholders(plan.build(self.spec), self.name, self.spec["home"])
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         self.keeper_pid = os.fork()
         if self.keeper_pid == 0:
@@ -1323,6 +1334,7 @@ class Supervisor:
                         time.sleep(0.02)
                     if self.backend is None:
                         break
+        plan.remove_placeholders(self.placeholders)  # what is still exactly as made
         try:
             os.unlink(paths.socket_path(self.name, self.runtime_dir))
         except OSError:

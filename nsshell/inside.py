@@ -89,6 +89,14 @@ def tool_state_env(env, mountpoint, private_tmp):
                 env["NSSHELL_OUTER_" + variable] = env.pop(variable)
         env["TMUX_TMPDIR"] = "/tmp"
         env["SCREENDIR"] = "/tmp/.screen"
+        # ... and a request that would still reach one outside (a start-up
+        # file that sets TMUX_TMPDIR again, tmux -S, or simply no server
+        # inside) gets one line from nsshell's tmux and screen wrappers.
+        wrappers = _wrapper_dir()
+        if wrappers:
+            search = env.get("PATH", os.defpath)
+            if wrappers not in search.split(":"):
+                env["PATH"] = f"{wrappers}:{search}"
         # Temporary files go to the vault's private /tmp, not to wherever
         # TMPDIR pointed outside (systemd's PrivateTmp does the same).  Even
         # a TMPDIR below /tmp may be a directory the keeper let through.
@@ -130,6 +138,15 @@ def session_bus_env(env, bus, name, base):
         env["DBUS_SESSION_BUS_ADDRESS"] = "disabled:"
 
 
+def _wrapper_dir():
+    """shell/inside-bin: in the installed package, or in the source checkout."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    for candidate in (os.path.join(here, "shell", "inside-bin"), os.path.join(os.path.dirname(here), "shell", "inside-bin")):
+        if os.path.isdir(candidate):
+            return candidate
+    return None
+
+
 def _tmp_identity():
     try:
         info = os.stat("/tmp")
@@ -138,13 +155,17 @@ def _tmp_identity():
         return None
 
 
-def exec_inside(name, argv, extra_env=None, passphrase_source=None, session=False, hide=()):
+def exec_inside(name, argv, extra_env=None, passphrase_source=None, session=False, hide=(), fork=False):
     """Replace this process by argv running inside vault name.  Returns only
-    by raising NsshellError.
+    by raising NsshellError, or with fork.
 
     session: argv is the session's interactive shell (``enter``): also tell
     it its own pid, so that ``vault leave`` closes only that shell.
-    hide: host paths covered, for this command only (``run --hide``)."""
+    hide: host paths covered, for this command only (``run --hide``).
+    fork: once the vault is open and its namespace fds are here, fork: this
+    process returns the child's pid and stays outside the vault; the child
+    joins and execs (and exits with a message line on an error).  Only the
+    join and what follows run in the child, so `enter` starts no later."""
     check_name(name)
     cwd = client.current_directory()
     base = paths.runtime_dir()
@@ -158,6 +179,28 @@ def exec_inside(name, argv, extra_env=None, passphrase_source=None, session=Fals
             raise NsshellError(f"vault {name!r} locked again before the command could start; try again", FAILURE)
     mountpoint, history, fds, bus = joined
     outer_tmp = _tmp_identity()
+    if fork:
+        child = os.fork()
+        if child != 0:
+            for fd in fds:
+                os.close(fd)
+            return child
+        try:
+            _join_and_exec(name, argv, extra_env, session, hide, cwd, mountpoint, history, fds, outer_tmp, bus, base)
+        except NsshellError as exc:
+            sys.stderr.write(f"nsshell: {exc.message}\n")
+            sys.stderr.flush()
+            os._exit(exc.code)
+        except BaseException:  # never let the child return into the caller's code
+            import traceback
+
+            traceback.print_exc()
+            sys.stderr.flush()
+            os._exit(FAILURE)
+    _join_and_exec(name, argv, extra_env, session, hide, cwd, mountpoint, history, fds, outer_tmp, bus, base)
+
+
+def _join_and_exec(name, argv, extra_env, session, hide, cwd, mountpoint, history, fds, outer_tmp, bus, base):
     client.enter_namespaces(name, fds)
     if hide:
         from nsshell import plan  # only for --hide: not on the plain hot path

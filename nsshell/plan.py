@@ -35,8 +35,10 @@ Only the keeper runs this, once per unlock: sessions join the finished
 namespace, so none of it costs `nsshell run` anything.
 """
 
+import errno
 import os
 import stat
+import sys
 
 from nsshell import kernel, paths, sessionbus
 from nsshell.inside import DCONF_PROFILE_NAME, TOOL_STATE_ENV, shadow_home
@@ -178,9 +180,14 @@ class Outcome:
 
     def __init__(self):
         self.rows = []
+        self.bound = []  # [step, (st_dev, st_ino) seen at dest once covered]: restore_shadows
+        self.empty_fd = None  # an O_PATH handle on the empty file hidden files are covered with
 
     def add(self, step, how):
         self.rows.append([step.kind, step.dest, how])
+        if (step.kind == "shadow" and how.startswith("bind")) or (step.kind == "hide" and how == "hidden"):
+            info = os.stat(step.dest)
+            self.bound.append([step, (info.st_dev, info.st_ino)])
 
 
 def carry_out(steps, outcome, phase):
@@ -200,6 +207,8 @@ def carry_out(steps, outcome, phase):
                 outcome.add(step, _hide(step, empty))
             else:
                 outcome.add(step, _EXECUTORS[step.kind](step))
+        if empty.path is not None and outcome.empty_fd is None:
+            outcome.empty_fd = kernel.open_path(empty.path)  # kept: restore_shadows may need it again
     finally:
         empty.release()
 
@@ -260,7 +269,197 @@ def _shadow(step):
     if stat.S_ISDIR(os.stat(source).st_mode) != is_dir:
         return "not shadowed: the vault's copy is of another type"
     kernel.bind_mount(source, step.dest)
-    return "bind"
+    return PLACEHOLDER_HOW if step.dest in _placeholders_made else "bind"
+
+
+# --- placeholders: paths in the list that the host lacks ---------------------------------
+#
+# A bind mount needs a path to cover.  Where the host lacks one that no
+# environment variable reaches (~/.irb_history, ~/.wget-hsts, direnv's
+# directory...), the supervisor creates an empty one on the host -- a 0600
+# file or a 0700 directory, and any missing parent directory -- before the
+# keeper exists, so before any session runs; the keeper then binds the
+# vault's copy over it as over any other.  When the vault locks the
+# supervisor removes what it made, but only what is still exactly that:
+# the same inode, still empty.  A program outside that wrote to the
+# placeholder, or replaced it, made it the user's own file, which stays.
+#
+# Each placeholder carries an extended attribute naming the vault, so one
+# left behind by a holder that was killed (no lock ran) is recognised, and
+# removed, at the next lock of that vault.  Where the file system has no
+# user xattrs, only the holder's memory knows them.
+
+PLACEHOLDER_XATTR = "user.nsshell.placeholder"
+PLACEHOLDER_HOW = "bind over an empty placeholder made on the host until lock"
+_placeholders_made = set()  # leaf paths; filled in the supervisor before it forks the keeper
+
+
+class Placeholder:
+    """One path the supervisor made (or adopted from a killed holder)."""
+
+    __slots__ = ("path", "is_dir", "identity")
+
+    def __init__(self, path, is_dir, identity):
+        self.path = path
+        self.is_dir = is_dir
+        self.identity = identity  # (st_dev, st_ino)
+
+    def __repr__(self):
+        return f"Placeholder({self.path!r}, is_dir={self.is_dir})"
+
+
+def make_placeholders(steps, vault_name, home):
+    """Run by the supervisor, outside the vault's namespace, before the
+    keeper is forked.  Returns the Placeholder list in the order made
+    (parents first); remove_placeholders() takes it back.  A path that
+    cannot be made is left to the keeper, which reports it as missing."""
+    made = []
+    mountpoint = next(s.dest for s in steps if s.kind == "mount vault")
+    for step in steps:
+        if step.kind != "shadow" or _env_for(step.dest) is not None:
+            continue
+        dest = step.dest
+        if paths.is_under(mountpoint, dest) or paths.is_under(dest, mountpoint) or "\n" in dest:
+            continue
+        try:
+            _make_placeholder(dest, step.source.endswith("/"), vault_name, home, made)
+        except OSError as exc:
+            sys.stderr.write(f"nsshell-holder: cannot make a placeholder at {dest} ({exc.strerror}); not shadowed\n")
+    _placeholders_made.update(p.path for p in made)
+    return made
+
+
+def _make_placeholder(dest, is_dir, vault_name, home, made):
+    # Parents first, from HOME down: each one that does not exist yet is
+    # ours, and so is one we left behind before (a killed holder).
+    chain = []
+    parent = os.path.dirname(dest)
+    while parent != home and paths.is_under(parent, home):
+        if os.path.lexists(parent) and _our_leftover(parent, True, vault_name) is None:
+            break
+        chain.append(parent)
+        parent = os.path.dirname(parent)
+    for path, path_is_dir in [*((d, True) for d in reversed(chain)), (dest, is_dir)]:
+        if all(p.path != path for p in made):
+            _made_or_adopted(path, path_is_dir, vault_name, made)
+
+
+def _made_or_adopted(path, is_dir, vault_name, made):
+    """Create path exclusively (O_EXCL, mkdir): if something is there
+    already, it is the user's, unless it is an empty leftover of ours."""
+    try:
+        if is_dir:
+            os.mkdir(path, 0o700)
+            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        else:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except FileExistsError:
+        leftover = _our_leftover(path, is_dir, vault_name)
+        if leftover is not None:
+            made.append(leftover)
+        return
+    try:
+        info = os.fstat(fd)
+        try:
+            os.setxattr(fd, PLACEHOLDER_XATTR, vault_name.encode())
+        except OSError:
+            pass  # no user xattrs here: only this holder knows it made the path
+    finally:
+        os.close(fd)
+    made.append(Placeholder(path, is_dir, (info.st_dev, info.st_ino)))
+
+
+def _our_leftover(path, is_dir, vault_name):
+    try:
+        info = os.lstat(path)
+        if stat.S_ISDIR(info.st_mode) != is_dir or not (is_dir or stat.S_ISREG(info.st_mode)) or (
+            not is_dir and info.st_size != 0
+        ):
+            return None
+        if os.getxattr(path, PLACEHOLDER_XATTR, follow_symlinks=False) != vault_name.encode():
+            return None
+    except OSError:
+        return None
+    return Placeholder(path, is_dir, (info.st_dev, info.st_ino))
+
+
+def remove_placeholders(made):
+    """At lock, outside: remove each placeholder that is still exactly what
+    was made (same inode; a file still empty, a directory still empty),
+    deepest first.  Never anything else: a file a program outside wrote to
+    or put in its place, a directory it filled, all stay."""
+    for placeholder in reversed(made):
+        try:
+            _remove_placeholder(placeholder)
+        except OSError as exc:
+            sys.stderr.write(f"nsshell-holder: left the placeholder {placeholder.path} ({exc.strerror})\n")
+
+
+def _same(path, placeholder):
+    info = os.lstat(path)
+    return (info.st_dev, info.st_ino) == placeholder.identity and (placeholder.is_dir or info.st_size == 0)
+
+
+def _remove_placeholder(placeholder):
+    path = placeholder.path
+    try:
+        if not _same(path, placeholder):
+            return
+    except FileNotFoundError:
+        return
+    if placeholder.is_dir:
+        try:
+            os.rmdir(path)  # only if empty: the kernel checks, at the moment of removal
+        except OSError as exc:
+            if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOENT):
+                raise
+        return
+    # Move it aside first: if a program outside puts its own file at the path
+    # between our check and the removal, the rename takes that file, the
+    # check below sees it is not ours, and it goes back.
+    aside = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.nsshell-{os.getpid()}")
+    os.rename(path, aside)
+    if _same(aside, placeholder):
+        os.unlink(aside)
+        return
+    # Not ours: back where it was, unless something new is there by now;
+    # then it stays under the aside name, and the log says where.
+    try:
+        os.link(aside, path)
+    except OSError as exc:
+        raise OSError(exc.errno, f"{exc.strerror}; a file put there meanwhile is now {aside}") from None
+    os.unlink(aside)
+
+
+def restore_shadows(outcome):
+    """Cover again what the host took away; returns the paths.
+
+    A file replaced on the host by a rename (vim, readline and GLib save so)
+    is a new dentry there, and the kernel detaches every mount on the old
+    one, in every namespace: the vault's shadow of it is gone, and a program
+    inside would write to the host's file (or, for a hidden one, read it).
+    The keeper calls this whenever its mount table changes (as that
+    detaching does): a path that no longer shows what covered it gets the
+    vault's copy bound again, or its empty read-only layer."""
+    restored = []
+    for entry in outcome.bound:
+        step, identity = entry
+        try:
+            info = os.stat(step.dest)
+        except FileNotFoundError:
+            continue  # removed on the host: nothing there to cover (docs/context.md)
+        if (info.st_dev, info.st_ino) == identity:
+            continue
+        if step.kind == "shadow":
+            kernel.bind_mount(step.source.rstrip("/"), step.dest)
+        elif stat.S_ISDIR(info.st_mode):
+            kernel.mount_tmpfs(step.dest, mode=0o500, size="4k", readonly=True)
+        else:
+            kernel.bind_mount(f"/proc/self/fd/{outcome.empty_fd}", step.dest, readonly=True)
+        info = os.stat(step.dest)
+        entry[1] = (info.st_dev, info.st_ino)
+        restored.append(step.dest)
+    return restored
 
 
 def _host_view(step):

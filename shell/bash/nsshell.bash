@@ -67,9 +67,9 @@ function __nsshell_enter {
     # Write our history out before the inner shell starts, read back what
     # others appended after it ends (history mode "outer" shares the file).
     if [[ -n ${HISTFILE-} ]]; then \builtin history -a; fi
-    # A foreground child, not exec: the CLI execs the inner shell in its place,
-    # so `vault leave` (exit) brings us back here.  Without --shell the fast
-    # path of `nsshell enter NAME` starts $SHELL; pass ours when that differs.
+    # A foreground child: `vault leave` (exit) brings us back here, after
+    # the CLI said what keeps the vault open, if anything.  Without --shell the
+    # fast path of `nsshell enter NAME` starts $SHELL; pass ours when that differs.
     if [[ ${SHELL-} == */bash || ${SHELL-} == bash ]]; then
         \command __NSSHELL_EXE__ enter "$@"
     else
@@ -77,8 +77,6 @@ function __nsshell_enter {
     fi
     \builtin local __nsshell_status=$?
     if [[ -n ${HISTFILE-} ]]; then \builtin history -n; fi
-    # Say what keeps the vault open, if anything (a tmux server, a job).
-    if ((__nsshell_status != 2)); then \command __NSSHELL_EXE__ left "$@" || \builtin true; fi
     return "${__nsshell_status}"
 }
 

@@ -55,9 +55,9 @@ function __nsshell_enter {
     # Write our history out before the inner shell starts, read back what
     # others appended after it ends (history mode "outer" shares the file).
     [[ -n ${HISTFILE-} ]] && builtin fc -AI
-    # A foreground child, not exec: the CLI execs the inner shell in its place,
-    # so `vault leave` (exit) brings us back here.  Without --shell the fast
-    # path of `nsshell enter NAME` starts $SHELL; pass ours when that differs.
+    # A foreground child: `vault leave` (exit) brings us back here, after
+    # the CLI said what keeps the vault open, if anything.  Without --shell the
+    # fast path of `nsshell enter NAME` starts $SHELL; pass ours when that differs.
     if [[ ${SHELL:t} == zsh ]]; then
         command __NSSHELL_EXE__ enter "$@"
     else
@@ -65,8 +65,6 @@ function __nsshell_enter {
     fi
     local -i status_=$?
     [[ -n ${HISTFILE-} ]] && builtin fc -RI
-    # Say what keeps the vault open, if anything (a tmux server, a job).
-    (( status_ != 2 )) && { command __NSSHELL_EXE__ left "$@" || builtin true; }
     return status_
 }
 

@@ -2,6 +2,7 @@
 contents, and secret words in file names."""
 
 import os
+import stat
 
 READ_LIMIT = 4 << 20  # bytes read per file: histories and temp files are small
 
@@ -26,10 +27,19 @@ def scan(roots, needles, skip=()):
             for name in files:
                 path = os.path.join(directory, name)
                 try:
-                    with open(path, "rb", buffering=0) as f:
-                        data = f.read(READ_LIMIT)
+                    # Regular files only: opening another test's FIFO in the
+                    # shared /tmp would wait for a writer for ever.
+                    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
                 except OSError:
                     continue
+                try:
+                    if not stat.S_ISREG(os.fstat(fd).st_mode):
+                        continue
+                    data = os.read(fd, READ_LIMIT)
+                except OSError:
+                    continue
+                finally:
+                    os.close(fd)
                 for needle in needles:
                     if needle in data:
                         hits.append((path, needle.decode()))

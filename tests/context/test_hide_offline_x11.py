@@ -185,3 +185,22 @@ def test_private_tmp_gone_at_lock_unless_kept_in_the_vault(vault):
     world.open("kept")
     status = world.run("status", "kept", check=True).stdout
     assert "private:    /var/tmp (tmpfs, gone at lock)" in status and "shadowed:" in status, status
+
+
+def test_hidden_file_replaced_on_the_host_stays_hidden(vault):
+    """A rename onto a hidden file on the host detaches its cover inside
+    (the kernel drops mounts on a dentry that goes away); the keeper puts it
+    back, so a session never reads the host's new file."""
+    world = vault
+    netrc = world.home / ".netrc"
+    netrc.write_text("machine x password old\n")
+    _registry_append(world, 'hide = ["~/.netrc"]\n')
+    world.open("taxes")
+    assert world.inside("taxes", "cat ~/.netrc | wc -c").stdout.strip() == "0"
+    new = world.home / ".netrc.new"
+    new.write_text("machine x password hunter3\n")
+    os.replace(new, netrc)  # how editors save
+    world.wait_until(lambda: world.inside("taxes", "cat ~/.netrc | wc -c").stdout.strip() == "0",
+                     timeout=60, what="the hidden file to be covered again")
+    assert "hunter3" not in world.inside("taxes", "cat ~/.netrc; true").stdout
+    assert netrc.read_text() == "machine x password hunter3\n"  # outside: the user's new file

@@ -122,12 +122,15 @@ def test_environment_inside():
     assert env["SQLITE_HISTORY"] == "/v/t/.nsshell/home/.sqlite_history"
     assert env["VIMINIT"] == "set viminfofile=/v/t/.nsshell/home/.viminfo | source ~/my.vim"
     assert "TMUX" not in env and env["NSSHELL_OUTER_TMUX"] == "/tmp/tmux-1/default,1,0"
+    wrappers = env["PATH"].split(":")[0]  # nsshell's tmux and screen come first
+    assert os.access(os.path.join(wrappers, "tmux"), os.X_OK) and os.access(os.path.join(wrappers, "screen"), os.X_OK)
     assert env["NSSHELL_OUTER_PYTHONSTARTUP"] == "/home/u/.pystartup"
     assert env["PYTHONSTARTUP"].endswith("nsshell/python_startup.py") and os.path.exists(env["PYTHONSTARTUP"])
     # A second join (a nested run) keeps the user's own settings, not ours twice.
     inside.tool_state_env(env, "/v/t", private_tmp=True)
     assert env["VIMINIT"] == "set viminfofile=/v/t/.nsshell/home/.viminfo | source ~/my.vim"
     assert env["NSSHELL_OUTER_PYTHONSTARTUP"] == "/home/u/.pystartup"
+    assert env["PATH"].count(wrappers) == 1
     for tmpdir, expected in (("/tmp", "/tmp"), ("/var/tmp/", "/var/tmp/"), ("/v/t/tmp", "/v/t/tmp"), ("/tmp/x", "/tmp")):
         env = {"TMPDIR": tmpdir}
         inside.tool_state_env(env, "/v/t", private_tmp=True)
@@ -135,6 +138,7 @@ def test_environment_inside():
     env = {"TMPDIR": "/home/u/tmp", "TMUX": "x"}
     inside.tool_state_env(env, "/v/t", private_tmp=False)
     assert env["TMPDIR"] == "/home/u/tmp" and env["TMUX"] == "x"  # no private /tmp to point at
+    assert "PATH" not in env  # and the servers outside are reachable: no wrappers
 
 
 def test_hot_path_imports_nothing_new():
@@ -163,3 +167,58 @@ def test_nothing_covers_the_vault_itself(tmp_path, monkeypatch):
     plan.carry_out(steps, outcome, "after mount")
     assert [how for _, _, how in outcome.rows] == ["not done: it holds the vault's mountpoint"] * 3
     assert calls == []
+
+
+def _placeholder_steps(home, private):
+    spec = {"name": "t", "mountpoint": str(home / "Vaults" / "t"), "home": str(home), "private_tmp": False,
+            "private": private}
+    return [s for s in plan.build(spec) if s.kind != "shadow" or s.dest.startswith(str(home / ".x"))
+            or s.dest.endswith((".irb_history", ".lesshst"))]
+
+
+def test_placeholders_made_for_missing_paths_and_removed_only_while_untouched(tmp_path):
+    """make_placeholders makes empty stand-ins (with their missing parents)
+    for listed paths the host lacks, except where a variable reaches the
+    file; remove_placeholders takes back only what is still as made."""
+    home = tmp_path / "h"
+    (home / "Vaults" / "t").mkdir(parents=True)
+    steps = _placeholder_steps(home, ["~/.x/a/state/", "~/.x/b_history", "~/.x/c_history", "~/.x/d/"])
+    made = plan.make_placeholders(steps, "t", str(home))
+    paths_made = [p.path for p in made]
+    assert str(home / ".irb_history") in paths_made  # no variable reaches it
+    assert not (home / ".lesshst").exists()  # LESSHISTFILE does: no placeholder
+    assert paths_made.index(str(home / ".x")) < paths_made.index(str(home / ".x" / "a")) < paths_made.index(
+        str(home / ".x" / "a" / "state"))  # parents first, each once
+    assert (home / ".x" / "a" / "state").is_dir() and (home / ".irb_history").read_bytes() == b""
+    assert oct((home / ".irb_history").stat().st_mode & 0o777) == "0o600"
+    # Outside, while the vault is open, programs of the user write there:
+    (home / ".x" / "b_history").write_text("the user's own\n")  # in place
+    replacement = home / ".x" / "c_history.new"
+    replacement.write_text("")
+    os.replace(replacement, home / ".x" / "c_history")  # replaced by an empty file of theirs
+    (home / ".x" / "d" / "theirs").write_text("kept\n")  # a directory filled
+    plan.remove_placeholders(made)
+    assert not (home / ".irb_history").exists() and not (home / ".x" / "a").exists()
+    assert (home / ".x" / "b_history").read_text() == "the user's own\n"
+    assert (home / ".x" / "c_history").exists()
+    assert (home / ".x" / "d" / "theirs").read_text() == "kept\n"
+    assert sorted(os.listdir(home / ".x")) == ["b_history", "c_history", "d"]  # nothing left aside
+
+
+def test_placeholders_left_by_a_killed_holder_are_taken_back_next_time(tmp_path):
+    home = tmp_path / "h"
+    (home / "Vaults" / "t").mkdir(parents=True)
+    steps = _placeholder_steps(home, ["~/.x/a/state/"])
+    first = plan.make_placeholders(steps, "t", str(home))
+    try:
+        os.getxattr(home / ".irb_history", plan.PLACEHOLDER_XATTR)
+    except OSError as exc:
+        pytest.skip(f"this file system keeps no user xattrs ({exc.strerror}): only the holder's memory knows")
+    assert first  # ... and the holder was killed: nobody removed them
+    (home / ".x" / "mine").write_text("")  # the user's, in a directory we made
+    again = plan.make_placeholders(steps, "t", str(home))
+    assert {p.path for p in again} == {p.path for p in first}  # adopted, not made twice
+    assert plan.make_placeholders(steps, "other-vault", str(home)) == []  # not another vault's
+    plan.remove_placeholders(again)
+    assert not (home / ".irb_history").exists() and not (home / ".x" / "a").exists()
+    assert os.listdir(home / ".x") == ["mine"]
