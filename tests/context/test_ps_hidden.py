@@ -18,7 +18,7 @@ def test_ps_shows_what_a_hidden_run_left_behind(vault):
     pid = int(started.stdout.strip())
     try:
         ps = world.run("ps", "taxes", check=True)
-        assert any(line.split()[:2] == [str(pid), "sleep"] for line in ps.stdout.splitlines()), ps
+        assert any(line.split()[:3] == [str(pid), "session", "sleep"] for line in ps.stdout.splitlines()), ps
         assert world.state("taxes")["state"] == "open"
     finally:
         world.run("lock", "taxes", "--force", timeout=60)
