@@ -128,8 +128,9 @@ def test_rc_line_sources_the_cache_and_refreshes_it_when_stale(tmp_path, shell):
     cache = home / ".cache" / "nsshell" / f"init.{shell}"
     assert cache.is_file() and (cache.stat().st_mode & 0o777) == 0o600
     assert start() == 1 and start() == 1  # fresh: sourced, no nsshell started
-    # An upgrade: nsshell's own copy is newer than the cache.
-    old = time.time() - 3600
+    # An upgrade: nsshell's own copy is newer than the cache.  Older than
+    # the template, whenever the checkout was last touched (not "an hour ago").
+    old = min(time.time(), os.stat(shells.template_path(shell)).st_mtime) - 3600
     os.utime(cache, (old, old))
     assert start() == 2  # stale: the eval ran again...
     assert cache.stat().st_mtime > old + 60  # ...and wrote the file anew
