@@ -86,5 +86,6 @@ def write_pdf_inside(world, path, text, scratch, name="taxes"):
 
 
 def read_inside(world, path):
-    result = world.run("run", "taxes", "--", "cat", str(path))
+    """The file's text, read inside the vault (unlocking it if it locked); "" if unreadable."""
+    result = world.run("run", "taxes", "--passfile", world.passfile, "--", "cat", str(path))
     return result.stdout if result.returncode == 0 else ""

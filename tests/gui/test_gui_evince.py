@@ -44,8 +44,8 @@ def test_evince_opens_inside_and_leaves_nothing_on_the_host(world, desktop, tmp_
     desktop.key(window, "ctrl+w")
     wait_for(lambda: not alive(viewer.pid), "evince inside to end", 180)
     recent = mountpoint / ".nsshell" / "home" / ".local" / "share" / "recently-used.xbel"
+    wait_for(lambda: f"pdf{token}.pdf" in read_inside(world, recent), "evince's recent entry, in the vault", 180)
     recent_view = Inside(world, desktop, "evince")
-    assert f"pdf{token}.pdf" in read_inside(world, recent)
     thumbnails = mountpoint / ".nsshell" / "home" / ".cache" / "thumbnails"
     wait_for(lambda: world.run("run", "taxes", "--", "grep", "-rl", f"pdf{token}", str(thumbnails)).returncode == 0,
              "the thumbnail of the page, in the vault", 300)
