@@ -30,6 +30,8 @@ XONSH = str(Path(sys.executable).parent / "xonsh")
 BASH = shutil.which("bash") or "/bin/bash"
 ZSH = shutil.which("zsh") or "/usr/bin/zsh"
 PATHS = {"bash": BASH, "zsh": ZSH, "xonsh": XONSH}
+# The interpreter the installs under test run on (a venv's python links to it).
+FLOOR_PYTHON = os.path.realpath(sys.executable)
 VAULT = "shv"
 
 # CSI, OSC, other escapes, readline's \001 \002, CR, BS, BEL.  Cursor-forward
@@ -441,10 +443,12 @@ def bench_enter(shells, rounds, quick):
     for kind, inits in plan.items():
         n = rounds if kind != "xonsh" else max(3, rounds // 3)
         outer = shells.start(kind, "outside", "cached")
-        contenders = ("plain", "enter", "before") if lab.before else ("plain", "enter")
+        contenders = ("plain", "floor", "enter", "before") if lab.before else ("plain", "floor", "enter")
         times = {(init, what): [] for init in inits for what in contenders}
-        commands = {"plain": f"{kind} -i", "enter": f"vault enter {VAULT}",
-                    "before": f"{lab.before} enter {VAULT} --shell {PATHS[kind]}"}
+        # floor: what any Python client on the way in costs at least (the
+        # same interpreter, without site), then the same shell.
+        commands = {"plain": f"{kind} -i", "floor": f"{FLOOR_PYTHON} -S -c pass && {kind} -i",
+                    "enter": f"vault enter {VAULT}", "before": f"{lab.before} enter {VAULT} --shell {PATHS[kind]}"}
         for r in range(n + 1):  # round 0 warms caches
             for init in inits:
                 if kind != "xonsh":
@@ -469,16 +473,20 @@ def bench_enter(shells, rounds, quick):
         "inner shell's first prompt (`L2>`). The vault is open (no passphrase). `SHELL -i` is the same shell "
         "started plainly with the same rc; both are interleaved round by round. rc `eval`: the rc runs "
         "`eval \"$(nsshell init SHELL)\"` (a Python start per shell); rc `cached`: it sources the saved output. "
-        "xonsh's rc runs `xontrib load nsshell` (in-process, no extra Python start).",
+        "xonsh's rc runs `xontrib load nsshell` (in-process, no extra Python start). "
+        "Python floor: `python3 -S -c pass && SHELL -i`, the least any Python client on the way in adds "
+        "(the interpreter nsshell runs on, without site); above floor = `vault enter` minus that row.",
         "",
-        "| shell | rc | `SHELL -i` ms | `vault enter shv` ms | overhead ms |" + (" before: `nsshell enter shv` ms | overhead ms |" if lab.before else ""),
-        "|---|---|---:|---:|---:|" + ("---:|---:|" if lab.before else ""),
+        "| shell | rc | `SHELL -i` ms | Python floor ms | `vault enter shv` ms | overhead ms | above floor ms |"
+        + (" before: `nsshell enter shv` ms | overhead ms |" if lab.before else ""),
+        "|---|---|---:|---:|---:|---:|---:|" + ("---:|---:|" if lab.before else ""),
     ]
     for kind, times in results.items():
         for init in plan[kind]:
             plain = med(times[(init, "plain")]) * 1000
+            floor = med(times[(init, "floor")]) * 1000
             enter = med(times[(init, "enter")]) * 1000
-            row = f"| {kind} | {init} | {plain:.1f} | {enter:.1f} | {enter - plain:+.1f} |"
+            row = f"| {kind} | {init} | {plain:.1f} | {floor:.1f} (+{floor - plain:.1f}) | {enter:.1f} | {enter - plain:+.1f} | {enter - floor:+.1f} |"
             if lab.before:
                 before = med(times[(init, "before")]) * 1000
                 row += f" {before:.1f} | {before - plain:+.1f} |"
@@ -564,10 +572,16 @@ def report(lab, rounds, quick):
     parts = []
     try:
         started = time.monotonic()
-        parts.append(bench_rc_line(lab, rounds))
-        parts.append(bench_prompt(shells, max(5, rounds // 4), quick))
-        parts.append(bench_completion(shells, max(10, rounds // 2), quick))
-        parts.append(bench_enter(shells, max(5, rounds // 4), quick))
+        # NSB_SHELL_PARTS=rc,enter: only those tables (e.g. for more rounds of them).
+        chosen = os.environ.get("NSB_SHELL_PARTS", "rc,prompt,completion,enter").split(",")
+        if "rc" in chosen:
+            parts.append(bench_rc_line(lab, rounds))
+        if "prompt" in chosen:
+            parts.append(bench_prompt(shells, max(5, rounds // 4), quick))
+        if "completion" in chosen:
+            parts.append(bench_completion(shells, max(10, rounds // 2), quick))
+        if "enter" in chosen:
+            parts.append(bench_enter(shells, max(5, rounds // 4), quick))
         parts.append(f"(shells section: {time.monotonic() - started:.0f} s)\n")
     finally:
         shells.close()

@@ -18,15 +18,34 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
         fast = _fast_path(argv)
-        if fast is not None:
-            return fast()
-        return _dispatch(argv)
+        try:
+            code = fast() if fast is not None else _dispatch(argv)
+        except SystemExit:  # argparse's --help and --version exit from inside
+            sys.stdout.flush()
+            raise
+        sys.stdout.flush()  # here, not at exit, so that a closed pipe is caught below
+        return code
     except NsshellError as exc:
         _error(exc.message)
         return exc.code
     except KeyboardInterrupt:
         sys.stderr.write("\n")
         return 130
+    except BrokenPipeError:
+        # `nsshell doctor | head -2`: the reader has gone.  End quietly, as
+        # cat(1) would, but only for stdout: a broken socket stays an error.
+        if not _stdout_reader_gone():
+            raise
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 128 + 13  # SIGPIPE
+
+
+def _stdout_reader_gone():
+    import select
+
+    poller = select.poll()
+    poller.register(sys.stdout.fileno(), 0)
+    return any(events & select.POLLERR for _, events in poller.poll(0))
 
 
 def _error(message):
@@ -563,7 +582,8 @@ examples:
   nsshell lock --all                        lock everything now
 
 shell integration (adds 'vault enter/leave', a prompt marker, TAB completion):
-  eval "$(nsshell init bash)"   # in ~/.bashrc; or zsh in ~/.zshrc
+  . "${XDG_CACHE_HOME:-$HOME/.cache}/nsshell/init.bash" 2>/dev/null || eval "$(nsshell init bash)"
+                                # in ~/.bashrc; zsh: the same with zsh, in ~/.zshrc
   execx($(nsshell init xonsh), 'exec', __xonsh__.ctx, filename='nsshell')   # in ~/.xonshrc
 
 files: registry $XDG_CONFIG_HOME/nsshell/vaults.toml, ciphertext
@@ -573,7 +593,8 @@ unsupported, 6 busy, 7 conflict, 8 unsafe runtime dir; run/enter: the command's.
 """
 
 
-VERBS = ("create", "run", "enter", "open", "lock", "list", "status", "ps", "remove", "doctor", "init")
+VERBS = ("create", "run", "enter", "open", "lock", "list", "status", "ps", "remove", "add", "passwd", "keyring",
+         "doctor", "init")
 NAME_HELP = "the vault's name (see 'nsshell list')"
 
 
@@ -700,7 +721,7 @@ def _parser():
         "Register an existing gocryptfs directory (synced from another machine, or left by 'remove') as "
         "vault NAME, after checking that the passphrase opens it. Nothing in it is changed.",
     )
-    p.add_argument("name")
+    p.add_argument("name", metavar="NAME", help=NAME_HELP)
     p.add_argument("--cipher-dir", metavar="DIR", required=True, help="the gocryptfs directory (holds gocryptfs.conf)")
     p.add_argument("--mountpoint", metavar="DIR", help="where sessions see the plaintext (default: ~/Vaults/NAME)")
     p.add_argument("--passfile", metavar="FILE", help="read the passphrase from the first line of FILE ('-': stdin)")
@@ -712,7 +733,7 @@ def _parser():
         "Change the passphrase of vault NAME (gocryptfs -passwd), open or locked, and the keyring entry if it "
         "has one. An open vault stays open; the new passphrase is needed from its next unlock.",
     )
-    p.add_argument("name")
+    p.add_argument("name", metavar="NAME", help=NAME_HELP)
     p.add_argument("--passfile", metavar="FILE", help="read the current passphrase from the first line of FILE")
     p.add_argument("--new-passfile", metavar="FILE", help="read the new passphrase from the first line of FILE")
 
@@ -724,8 +745,8 @@ def _parser():
         "KWallet, KeePassXC); while the keyring is unlocked, the vault then opens without a prompt. "
         "remove: delete it from the keyring.",
     )
-    p.add_argument("action", choices=["add", "remove"])
-    p.add_argument("name")
+    p.add_argument("action", choices=["add", "remove"], metavar="add|remove", help="store the passphrase, or forget it")
+    p.add_argument("name", metavar="NAME", help=NAME_HELP)
     p.add_argument("--passfile", metavar="FILE", help="read the passphrase from the first line of FILE ('-': stdin)")
 
     verb("doctor", cmd_doctor, "check that this machine can run vaults, and say how to fix what is missing")

@@ -338,21 +338,53 @@ def _open_already(name, base, hold):
     return reply is not None
 
 
-HOLDER_START = "import sys; from nsshell.holder import main; main(sys.argv[2:])"
+HOLDER_START = "from nsshell.holder import main; main(sys.argv[2:])"
+
+# Tests only: the path of a Python file the holder runs before it starts
+# (tests/faultinject), since an isolated holder reads no sitecustomize.
+FAULT_INJECTION_ENV = "NSSHELL_TEST_FAULTINJECT"
 
 
 def holder_command_line(name, runtime_dir, spec_fd, passphrase_fd, status_fd):
-    """argv that starts a holder: ``python -c HOLDER_START nsshell.holder NAME
+    """argv that starts a holder: ``python -I -S -c CODE nsshell.holder NAME
     RUNTIME_DIR SPEC_FD PASSPHRASE_FD STATUS_FD``.
 
-    -c rather than -m: runpy alone costs a fifth of Python's start-up.  -P:
-    -c would put the caller's cwd first on sys.path, so an ``nsshell/``
-    directory there (a downloaded repository, another version's checkout)
-    would be the holder's code.  The word nsshell.holder, NAME and
-    RUNTIME_DIR are there for people reading ps (and for tests that count
-    holders); the spec itself comes on SPEC_FD."""
+    -I -S: no site module, no PYTHON* variables, no user site directory, no
+    cwd on sys.path.  site costs the holder more than its own imports, and
+    PYTHONPATH or ~/.local/.../usercustomize.py would run the code of
+    whatever wrote them in the process that keeps the vault.  CODE sets
+    sys.path to this process's own (_holder_sys_path), so the holder finds
+    nsshell and its dependencies exactly where this client found them, in a
+    venv, pipx, pip --user, system or editable install alike.  -c rather
+    than -m: runpy alone costs a fifth of Python's start-up.  The word
+    nsshell.holder, NAME and RUNTIME_DIR are there for people reading ps
+    (and for tests that count holders); the spec itself comes on SPEC_FD."""
     fds = (str(spec_fd), str(passphrase_fd), str(status_fd))
-    return [sys.executable, "-P", "-c", HOLDER_START, "nsshell.holder", name, runtime_dir, *fds]
+    code = f"import sys; sys.path[:] = {_holder_sys_path()!r}; "
+    fault_injection = os.environ.get(FAULT_INJECTION_ENV)
+    if fault_injection:
+        code += f"exec(compile(open({fault_injection!r}).read(), {fault_injection!r}, 'exec'), {{}}); "
+    return [sys.executable, "-I", "-S", "-c", code + HOLDER_START, "nsshell.holder", name, runtime_dir, *fds]
+
+
+def _holder_sys_path():
+    """This process's sys.path without what Python put first (the script's
+    directory, e.g. ~/.local/bin, or the cwd for -c and -m, which a
+    downloaded repository may fill) and without the cwd, with the directory
+    this nsshell came from put first if it was one of those: the holder
+    runs this client's code."""
+    try:
+        cwd = os.getcwd()
+    except OSError:
+        cwd = None
+    entries = []
+    for entry in sys.path if sys.flags.safe_path else sys.path[1:]:
+        if os.path.isabs(entry) and entry != cwd and entry not in entries:
+            entries.append(entry)
+    own = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    if own not in entries:
+        entries.insert(0, own)
+    return entries
 
 
 class HolderStart:

@@ -75,11 +75,11 @@ def _check_places(existing, cipher_dir, mountpoint):
         raise NsshellError("the mountpoint and the cipher dir must not be inside each other; choose separate directories", USAGE)
     for other in existing.values():
         if _inside(mountpoint, other.mountpoint) or _inside(other.mountpoint, mountpoint):
-            raise NsshellError(f"mountpoint {mountpoint} overlaps vault {other.name!r}'s; choose another", CONFLICT)
+            raise NsshellError(f"mountpoint {mountpoint} overlaps vault {other.name!r}'s; choose another with --mountpoint DIR", CONFLICT)
         if os.path.realpath(cipher_dir) == os.path.realpath(other.cipher_dir):
             raise NsshellError(f"cipher dir {cipher_dir} already belongs to vault {other.name!r}", CONFLICT)
     if os.path.exists(mountpoint) and (not os.path.isdir(mountpoint) or os.listdir(mountpoint)):
-        raise NsshellError(f"mountpoint {mountpoint} exists and is not an empty directory; choose another", CONFLICT)
+        raise NsshellError(f"mountpoint {mountpoint} exists and is not an empty directory; choose another with --mountpoint DIR", CONFLICT)
     if os.path.lexists(mountpoint):
         unlock.check_mountpoint_is_safe(mountpoint)  # ours, and nobody else can write there
 

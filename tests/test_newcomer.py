@@ -70,6 +70,43 @@ def test_mistyped_command_gets_did_you_mean(tmp_path):
     assert result.stderr == "nsshell: unknown command 'lsit'; did you mean 'list'?\n"
 
 
+@pytest.mark.parametrize("typo, verb", [("paswd", "passwd"), ("keyrng", "keyring"), ("ad", "add")])
+def test_every_verb_gets_did_you_mean(tmp_path, typo, verb):
+    # VERBS once missed add, passwd and keyring: their typos got no hint.
+    result = _cli(typo, "v", home=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr == f"nsshell: unknown command '{typo}'; did you mean '{verb}'?\n"
+
+
+def test_verbs_lists_every_verb_of_the_parser():
+    choices = next(a for a in cli._parser()._actions if a.dest == "verb").choices
+    assert set(cli.VERBS) == set(choices) - {"left"}  # 'left' is the shell integration's, not in --help
+
+
+@pytest.mark.parametrize("args", [["--help"], ["list"], ["doctor"], ["init", "bash"]])
+def test_output_into_a_closed_pipe_ends_quietly(tmp_path, args):
+    # `nsshell doctor | head -2` once ended with a BrokenPipeError traceback.
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader (head) has gone before nsshell writes
+    try:
+        result = subprocess.run([str(Path(sys.executable).parent / "nsshell"), *args], stdout=write_end,
+                                stderr=subprocess.PIPE, text=True, env=_env(tmp_path), timeout=120)
+    finally:
+        os.close(write_end)
+    assert result.stderr == ""
+    assert result.returncode == 128 + 13  # as if killed by SIGPIPE, like cat(1)
+
+
+def test_a_taken_mountpoint_says_how_to_choose_another(tmp_path):
+    (tmp_path / "Vaults" / "full").mkdir(parents=True)
+    (tmp_path / "Vaults" / "full" / "keep.txt").write_text("mine")
+    result = _cli("create", "full", "--passfile", "/dev/null", home=tmp_path)
+    assert result.returncode == 7
+    assert result.stderr == (f"nsshell: mountpoint {tmp_path}/Vaults/full exists and is not an empty directory; "
+                             "choose another with --mountpoint DIR\n")
+    assert (tmp_path / "Vaults" / "full" / "keep.txt").read_text() == "mine"
+
+
 def test_run_without_dashdash_says_where_the_command_goes(tmp_path):
     result = _cli("run", "v", "--passfile", "-", "echo", "hi", home=tmp_path)
     assert result.returncode == 2
@@ -80,8 +117,10 @@ def test_subcommand_help_explains_positionals(tmp_path):
     run = _cli("run", "--help", home=tmp_path).stdout
     assert "NAME -- COMMAND [ARG...]" in run.splitlines()[0]
     assert "NAME               the vault's name" in run
-    for verb in ("enter", "open", "ps", "remove", "create", "init"):
+    for verb in cli.VERBS:
         text = _cli(verb, "--help", home=tmp_path).stdout
+        if "positional arguments:\n" not in text:
+            continue
         positionals = text.split("positional arguments:\n")[1].split("\n\n")[0]
         assert all(len(line.split(None, 1)) == 2 for line in positionals.splitlines()), text
 
@@ -141,6 +180,12 @@ def test_rc_line_in_the_readme_is_the_one_nsshell_writes_for():
     readme = (REPO / "README.md").read_text()
     for shell in ("bash", "zsh"):
         assert shells.rc_line(shell) in readme
+
+
+def test_help_shows_the_readme_rc_line(tmp_path):
+    # nsshell --help once showed only eval "$(nsshell init bash)", a Python start per new shell.
+    text = _cli("--help", home=tmp_path).stdout
+    assert shells.rc_line("bash") in text
 
 
 # --- the launcher: -S where it is safe, site otherwise --------------------------------------

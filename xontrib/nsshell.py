@@ -56,10 +56,13 @@ VERBS = {
     "ps": ("processes that can see a vault", ["--json"]),
     "create": ("create a new encrypted vault", ["--passfile", "--cipher-dir", "--mountpoint", "--json"]),
     "remove": ("forget a vault (--purge also deletes its ciphertext)", ["--purge", "--yes"]),
+    "add": ("register an existing gocryptfs directory as a vault", ["--cipher-dir", "--mountpoint", "--passfile"]),
+    "passwd": ("change a vault's passphrase", ["--passfile", "--new-passfile"]),
+    "keyring": ("keyring add|remove NAME: keep a vault's passphrase in the keyring", ["--passfile"]),
     "doctor": ("check that this machine can run vaults", ["--json"]),
 }
-_TAKES_NAME = {"enter", "run", "open", "lock", "status", "ps", "remove"}
-_TAKES_VALUE = {"--passfile", "--extpass", "--shell", "--cipher-dir", "--mountpoint"}
+_TAKES_NAME = {"enter", "run", "open", "lock", "status", "ps", "remove", "passwd"}
+_TAKES_VALUE = {"--passfile", "--new-passfile", "--extpass", "--shell", "--cipher-dir", "--mountpoint"}
 
 # The same text as `vault help` in bash and zsh (tests/test_newcomer.py).
 HELP = """\
@@ -433,6 +436,16 @@ def _load_xontrib_(xsh, exe=None, **_):
     global _active
     if _active is not None:
         _unload_xontrib_(_active.xsh)
+    if not hasattr(type(xsh.aliases), "return_command"):
+        # Before xonsh 0.18 an alias cannot return a command to run: `vault`
+        # would print it instead.  Say so once, and install nothing.
+        import xonsh
+
+        sys.stderr.write(
+            f"nsshell: this xonsh ({getattr(xonsh, '__version__', '?')}) is too old for the 'vault' command; "
+            "it needs xonsh 0.18 or later (e.g. 'pipx install xonsh'); 'nsshell enter NAME' works meanwhile\n"
+        )
+        return {}
     from xonsh.completers.completer import add_one_completer
     from xonsh.completers.tools import contextual_command_completer_for
 

@@ -278,7 +278,7 @@ function __nsshell_complete {
         if [[ ${cur} == -* ]]; then
             __nsshell_add "${cur}" --help --version --json
         else
-            __nsshell_add "${cur}" create enter run open lock list status ps remove doctor init
+            __nsshell_add "${cur}" create enter run open lock list status ps remove add passwd keyring doctor init
             if [[ ${COMP_WORDS[0]} == "${__nsshell_cmd}" ]]; then __nsshell_add "${cur}" leave help; fi
         fi
         return 0
@@ -292,7 +292,7 @@ function __nsshell_complete {
         done
     fi
     case ${prev} in
-    --passfile | --extpass | --shell)
+    --passfile | --new-passfile | --extpass | --shell)
         \builtin compopt -o default
         return 0
         ;;
@@ -311,6 +311,9 @@ function __nsshell_complete {
         lock) __nsshell_add "${cur}" --all --force ;;
         list | status | ps | doctor) __nsshell_add "${cur}" --json ;;
         remove) __nsshell_add "${cur}" --purge --yes ;;
+        add) __nsshell_add "${cur}" --cipher-dir --mountpoint --passfile ;;
+        passwd) __nsshell_add "${cur}" --passfile --new-passfile ;;
+        keyring) __nsshell_add "${cur}" --passfile ;;
         init) __nsshell_add "${cur}" --cmd --no-prompt ;;
         esac
         return 0
@@ -319,17 +322,24 @@ function __nsshell_complete {
     for ((i = at + 1; i < COMP_CWORD; i++)); do
         w=${COMP_WORDS[i]}
         case ${w} in
-        --passfile | --extpass | --shell | --cipher-dir | --mountpoint | --cmd) ((i += 1)) ;;
+        --passfile | --new-passfile | --extpass | --shell | --cipher-dir | --mountpoint | --cmd) ((i += 1)) ;;
         -*) ;;
         *) ((npos += 1)) ;;
         esac
     done
     case ${verb} in
-    enter | run | open | lock | ps | remove | status)
+    enter | run | open | lock | ps | remove | status | passwd)
         if ((npos == 0)); then
             __nsshell_add_names "${cur}"
         elif [[ ${verb} == run && ${npos} == 1 ]]; then
             __nsshell_add "${cur}" --
+        fi
+        ;;
+    keyring)
+        if ((npos == 0)); then
+            __nsshell_add "${cur}" add remove
+        elif ((npos == 1)); then
+            __nsshell_add_names "${cur}"
         fi
         ;;
     init)

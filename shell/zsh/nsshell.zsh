@@ -230,6 +230,9 @@ function __nsshell_complete {
             'status:show details of one vault, or all'
             'ps:list the processes that can see a vault'
             'remove:forget a vault'
+            'add:adopt an existing gocryptfs directory as a vault'
+            'passwd:change the passphrase of a vault'
+            'keyring:keep the passphrase of a vault in the login keyring, or forget it'
             'doctor:check that this machine can run vaults'
             'init:print shell integration code'
         )
@@ -249,7 +252,7 @@ function __nsshell_complete {
         done
     fi
     case $prev in
-    (--passfile|--shell) _files; return ;;
+    (--passfile|--new-passfile|--shell) _files; return ;;
     (--extpass) _command_names -e; return ;;
     (--cipher-dir|--mountpoint) _files -/; return ;;
     (--cmd) return 1 ;;
@@ -263,24 +266,35 @@ function __nsshell_complete {
         (lock) compadd -- --all --force ;;
         (list|status|ps|doctor) compadd -- --json ;;
         (remove) compadd -- --purge --yes ;;
+        (add) compadd -- --cipher-dir --mountpoint --passfile ;;
+        (passwd) compadd -- --passfile --new-passfile ;;
+        (keyring) compadd -- --passfile ;;
         (init) compadd -- --cmd --no-prompt ;;
         esac
         return
     fi
     for (( i = at + 1; i < CURRENT; i++ )); do
         case ${words[i]} in
-        (--passfile|--extpass|--shell|--cipher-dir|--mountpoint|--cmd) (( i += 1 )) ;;
+        (--passfile|--new-passfile|--extpass|--shell|--cipher-dir|--mountpoint|--cmd) (( i += 1 )) ;;
         (-*) ;;
         (*) (( npos += 1 )) ;;
         esac
     done
     case $verb in
-    (enter|run|open|lock|ps|remove|status)
+    (enter|run|open|lock|ps|remove|status|passwd)
         if (( npos == 0 )); then
             __nsshell_names
             compadd -X 'vault' -a reply
         elif [[ $verb == run ]] && (( npos == 1 )); then
             compadd -- --
+        fi
+        ;;
+    (keyring)
+        if (( npos == 0 )); then
+            compadd -- add remove
+        elif (( npos == 1 )); then
+            __nsshell_names
+            compadd -X 'vault' -a reply
         fi
         ;;
     (init)
@@ -296,9 +310,9 @@ function __nsshell_compctl {
     read -cA line
     read -cn n
     if (( n == 2 )); then
-        reply=(create enter run open lock list status ps remove doctor init)
+        reply=(create enter run open lock list status ps remove add passwd keyring doctor init)
         [[ ${line[1]} == $__nsshell_cmd ]] && reply+=(leave help)
-    elif (( n == 3 )) && [[ ${line[2]} == (enter|run|open|lock|ps|remove|status) ]]; then
+    elif (( n == 3 )) && [[ ${line[2]} == (enter|run|open|lock|ps|remove|status|passwd) ]]; then
         __nsshell_names
     elif (( n == 3 )) && [[ ${line[2]} == init ]]; then
         reply=(bash zsh xonsh)

@@ -113,8 +113,8 @@ def test_a_wrong_passphrase_returns_only_after_the_holder_is_gone_even_if_it_is_
     returns only once the holder has exited, however late it is scheduled."""
     wrong = tmp_path / "wrong"
     wrong.write_text("not the passphrase\n")
-    faults = os.path.join(os.path.dirname(__file__), "..", "faultinject")
-    env = {"PYTHONPATH": os.path.abspath(faults), "NSSHELL_TEST_FAULT": "slow-cleanup"}
+    faults = os.path.join(os.path.dirname(__file__), "..", "faultinject", "nsshell_faults.py")
+    env = {"NSSHELL_TEST_FAULTINJECT": os.path.abspath(faults), "NSSHELL_TEST_FAULT": "slow-cleanup"}
     result = vault.run("run", "taxes", "--passfile", wrong, "--", "true", env=env)
     assert result.returncode == 4, result.stderr
     assert result.stderr.strip() == "nsshell: wrong passphrase"
@@ -407,8 +407,8 @@ def test_runtime_dir_longer_than_a_socket_path_allows(vault):
 
 
 def test_disabled_user_namespaces_give_a_clear_error_and_nothing_behind(vault):
-    faults = os.path.join(os.path.dirname(__file__), "..", "faultinject")
-    env = {"PYTHONPATH": os.path.abspath(faults), "NSSHELL_TEST_FAULT": "userns-off"}
+    faults = os.path.join(os.path.dirname(__file__), "..", "faultinject", "nsshell_faults.py")
+    env = {"NSSHELL_TEST_FAULTINJECT": os.path.abspath(faults), "NSSHELL_TEST_FAULT": "userns-off"}
     result = vault.run("run", "taxes", "--passfile", vault.passfile, "--", "touch", "x", env=env)
     assert result.returncode == 5
     assert "cannot create a user namespace" in result.stderr and "nsshell doctor" in result.stderr

@@ -130,10 +130,10 @@ def test_an_unexpected_error_in_the_keeper_is_logged_and_locks_the_vault(world):
     Now it is logged to the vault's log, which is kept, and the vault locks."""
     from pathlib import Path
 
-    faults = str(Path(__file__).resolve().parent.parent / "faultinject")
+    faults = str(Path(__file__).resolve().parent.parent / "faultinject" / "nsshell_faults.py")
     world.create("taxes")
     world.run("open", "taxes", "--passfile", world.passfile, check=True,
-              env={"PYTHONPATH": faults, "NSSHELL_TEST_FAULT": "keeper-bug"})
+              env={"NSSHELL_TEST_FAULTINJECT": faults, "NSSHELL_TEST_FAULT": "keeper-bug"})
     session = _session(world, "sleep", "600")
     outside = os.readlink("/proc/self/ns/mnt")
     wait_for(lambda: os.readlink(f"/proc/{session.pid}/ns/mnt") != outside, timeout=60,

@@ -15,7 +15,7 @@ from reliability import assert_nothing_left, assert_one_line_error, fsck, gocryp
 
 pytestmark = pytest.mark.namespaces
 
-FAULTINJECT = str(Path(__file__).resolve().parent.parent / "faultinject")
+FAULTINJECT = str(Path(__file__).resolve().parent.parent / "faultinject" / "nsshell_faults.py")
 
 
 # --- planted runtime / fallback directories ---------------------------------------------
@@ -227,7 +227,7 @@ def test_failing_backend_never_lets_a_session_write_into_the_bare_mountpoint(wor
 @pytest.mark.parametrize("fault", ["fuse-denied", "mount-fails", "mount-noop"])
 def test_fuse_unusable_never_lets_a_session_write_into_the_bare_mountpoint(world, fault):
     mp = _seed(world)
-    env = {"PYTHONPATH": FAULTINJECT, "NSSHELL_TEST_FAULT": fault}
+    env = {"NSSHELL_TEST_FAULTINJECT": FAULTINJECT, "NSSHELL_TEST_FAULT": fault}
     result = world.run("run", "taxes", "--passfile", world.passfile, "--", "sh", "-c",
                        f"echo leaked > {mp}/leak.txt; echo leaked", env=env, timeout=200)
     _assert_never_written_bare(world, result)
@@ -270,3 +270,20 @@ def test_a_planted_nsshell_package_in_the_cwd_is_never_imported_by_the_holder(va
     world.run("open", "taxes", "--passfile", world.passfile, cwd=planted, check=True)
     assert world.state("taxes")["state"] == "open"
     assert not marker.exists(), "the holder imported nsshell from the caller's working directory"
+
+
+def test_the_holder_runs_no_sitecustomize_from_the_environment(vault):
+    """The holder starts isolated (-I -S): PYTHONPATH and the user's site
+    directory, which any process of the user can write to, cannot put code
+    into the process that keeps the vault and reads its passphrase.  (Fault
+    injection in tests goes through NSSHELL_TEST_FAULTINJECT instead.)"""
+    world = vault
+    planted = world.root / "planted-site"
+    planted.mkdir()
+    marker = world.root / "planted-code-ran"
+    code = f"import sys\nif 'nsshell.holder' in sys.argv:\n    open({str(marker)!r}, 'w').write('ran')\n"
+    (planted / "sitecustomize.py").write_text(code)
+    (planted / "usercustomize.py").write_text(code)
+    world.run("open", "taxes", "--passfile", world.passfile, env={"PYTHONPATH": str(planted)}, check=True)
+    assert world.state("taxes")["state"] == "open"
+    assert not marker.exists(), "the holder imported a sitecustomize from PYTHONPATH"

@@ -176,6 +176,12 @@ def test_tab_completion(world, kind, variant):
         _complete(shell, "nsshell lock ph", r"nsshell lock photos ", r"L1>")
         _complete(shell, "vault ente", r"vault enter ", r"L1>")
         _complete(shell, "vault run taxes -- mkfif", r"vault run taxes -- mkfifo ", r"L1>")
+        # the newer verbs, and the names after them (once neither completed)
+        _complete(shell, "nsshell passw", r"nsshell passwd ", r"L1>")
+        _complete(shell, "nsshell passwd ph", r"nsshell passwd photos ", r"L1>")
+        _complete(shell, "nsshell keyr", r"nsshell keyring ", r"L1>")
+        if variant != "none":  # compctl completes only the word after the verb
+            _complete(shell, "nsshell keyring add ph", r"nsshell keyring add photos ", r"L1>")
         shell.send("exit\r")
         assert shell.wait_exit() == 0
     finally:

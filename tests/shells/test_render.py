@@ -356,8 +356,8 @@ comp() {
 """
 
 BASH_COMPLETIONS = [
-    (["vault", ""], "create,enter,run,open,lock,list,status,ps,remove,doctor,init,leave,help,"),
-    (["nsshell", ""], "create,enter,run,open,lock,list,status,ps,remove,doctor,init,"),
+    (["vault", ""], "create,enter,run,open,lock,list,status,ps,remove,add,passwd,keyring,doctor,init,leave,help,"),
+    (["nsshell", ""], "create,enter,run,open,lock,list,status,ps,remove,add,passwd,keyring,doctor,init,"),
     (["vault", "e"], "enter,"),
     (["vault", "enter", "t"], "taxes,tools,"),
     (["vault", "enter", "ta"], "taxes,"),

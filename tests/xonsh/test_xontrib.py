@@ -89,6 +89,18 @@ def test_xontrib_load_installs_and_xontrib_unload_removes_everything(xsh):
     assert not any(handlers(xsh).values())
 
 
+def test_an_xonsh_too_old_for_return_command_gets_one_line_and_no_alias(xsh, load_xontrib, monkeypatch, capsys):
+    # Debian 12's xonsh 0.13 printed the alias's command ("_nsshell_vault_say0") instead of running it.
+    from xonsh.aliases import Aliases
+
+    monkeypatch.delattr(Aliases, "return_command")
+    load_xontrib("nsshell")
+    assert live()._active is None
+    assert "vault" not in xsh.aliases
+    err = capsys.readouterr().err
+    assert err.startswith("nsshell: this xonsh") and "0.18" in err and err.count("\n") == 1, err
+
+
 def test_import_alone_changes_nothing(xsh):
     import importlib
 
@@ -317,6 +329,13 @@ def test_history_json_backend_really_writes_into_the_vault(inside):
 
 
 # --- completion --------------------------------------------------------------------------
+
+
+def test_every_verb_of_the_cli_passes_through_vault(loaded):
+    """`vault passwd taxes` in xonsh, as in bash and zsh; `init` is for rc files."""
+    from nsshell import cli
+
+    assert set(cli.VERBS) - {"init"} <= set(live().VERBS)
 
 
 def test_complete_verbs(loaded, check_completer):

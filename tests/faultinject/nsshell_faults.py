@@ -1,8 +1,10 @@
 """Fault injection for the holder, active only when NSSHELL_TEST_FAULT is set.
 
-Tests put this directory on PYTHONPATH; the holder (python -m nsshell.holder)
-inherits the environment and imports this module at start-up.  Nothing in
-nsshell knows about it: it replaces kernel functions from the outside.
+Tests name this file in NSSHELL_TEST_FAULTINJECT; the client then has the
+holder (which starts isolated, python -I -S: no sitecustomize, no
+PYTHONPATH) run it before it starts (nsshell.unlock.holder_command_line).
+Beyond that one hook nsshell knows nothing about it: it replaces kernel
+functions from the outside.
 
   fuse-denied  /dev/fuse cannot be opened (EACCES), as on machines without udev
   mount-fails  mount(2) of the FUSE fd fails (EINVAL), as with an fd from the wrong namespace
