@@ -880,6 +880,11 @@ class Keeper:
                 # Its tmpfs off the host's directory, so that whoever cleans up
                 # (the supervisor, or we when it is gone) can remove it.
                 kernel.unmount(self.bus.directory, detach=True)
+            try:
+                # The same for the host's dconf directory seen there (plan's "host view").
+                kernel.unmount(paths.dconf_host_view(self.name, self.spec["runtime_dir"]), detach=True)
+            except OSError:
+                pass  # no view: the host had none to show, or the plan made none
         except BaseException:
             _log_exception("unexpected error while locking; detaching the mount")
             code = KEEPER_BUG_EXIT
@@ -978,6 +983,10 @@ def cleanup_runtime_files(name, runtime_dir, keep_log=False):
             os.unlink(path)
         except FileNotFoundError:
             pass
+    try:
+        os.rmdir(paths.dconf_host_view(name, runtime_dir))  # empty on the host (nsshell.plan's "host view")
+    except OSError:
+        pass
     try:
         os.rmdir(paths.bus_dir(name, runtime_dir))  # empty on the host: the bus lived on a tmpfs over it
     except OSError:

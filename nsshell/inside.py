@@ -31,6 +31,22 @@ TOOL_STATE_ENV = (
     ("GDBHISTFILE", ".gdb_history"),
     ("OCTAVE_HISTFILE", ".octave_hist"),
 )
+# GUI state (issue 11; measured in docs/gui.md): where the XDG base
+# directories for data, cache and state point inside a vault.  Programs of
+# every toolkit write their recent files, autosaves, thumbnails, per-document
+# data and databases there, under names no list can keep up with; inside, all
+# of it lands in the vault's copy of HOME, <mountpoint>/.nsshell/home/, the
+# same tree the shadowed paths live in.  XDG_CONFIG_HOME is left alone: it is
+# where settings are read from (themes, fonts, shells' rc files, nsshell's
+# own registry).  The host's values are kept as NSSHELL_HOST_*, for nsshell
+# itself (nsshell.paths) and for a `run` started from inside.
+GUI_STATE_XDG = (
+    ("XDG_DATA_HOME", ".local/share"),
+    ("XDG_CACHE_HOME", ".cache"),
+    ("XDG_STATE_HOME", ".local/state"),
+)
+DCONF_PROFILE_NAME = "dconf-profile"  # in <mountpoint>/.nsshell, written by the keeper (nsshell.plan)
+
 # A user who switched a history off keeps it off.
 _OFF_VALUES = ("-", "/dev/null", "")
 
@@ -89,13 +105,28 @@ def tool_state_env(env, mountpoint, private_tmp):
             env["TMPDIR"] = "/tmp"
 
 
-def _wrapper_dir():
-    """shell/inside-bin: in the installed package, or in the source checkout."""
-    here = os.path.dirname(os.path.abspath(__file__))
-    for candidate in (os.path.join(here, "shell", "inside-bin"), os.path.join(os.path.dirname(here), "shell", "inside-bin")):
-        if os.path.isdir(candidate):
-            return candidate
-    return None
+def gui_state_env(env, mountpoint):
+    """Point the XDG data, cache and state homes into the vault (env is
+    changed), keep the host's data home readable through XDG_DATA_DIRS
+    (the user's themes, icons, .desktop files and MIME types), and use the
+    vault's dconf profile when the keeper wrote one (settings written inside
+    go to the vault's database, the host's are read)."""
+    home = env.get("HOME") or "/nonexistent"
+    vault_home = shadow_home(mountpoint)
+    for variable, below_home in GUI_STATE_XDG:
+        host = env.get("NSSHELL_HOST_" + variable)
+        if not host:
+            value = env.get(variable, "")
+            host = value if os.path.isabs(value) else os.path.join(home, below_home)
+            env["NSSHELL_HOST_" + variable] = host
+        env[variable] = os.path.join(vault_home, below_home)
+    data_dirs = env.get("NSSHELL_HOST_XDG_DATA_DIRS")
+    if data_dirs is None:
+        data_dirs = env["NSSHELL_HOST_XDG_DATA_DIRS"] = env.get("XDG_DATA_DIRS") or "/usr/local/share:/usr/share"
+    env["XDG_DATA_DIRS"] = env["NSSHELL_HOST_XDG_DATA_HOME"] + ":" + data_dirs
+    profile = os.path.join(mountpoint, ".nsshell", DCONF_PROFILE_NAME)
+    if os.path.exists(profile):
+        env["DCONF_PROFILE"] = profile
 
 
 def session_bus_env(env, bus, name, base):
@@ -105,6 +136,15 @@ def session_bus_env(env, bus, name, base):
         env["DBUS_SESSION_BUS_ADDRESS"] = paths.bus_address(name, base)
     elif bus == "none":
         env["DBUS_SESSION_BUS_ADDRESS"] = "disabled:"
+
+
+def _wrapper_dir():
+    """shell/inside-bin: in the installed package, or in the source checkout."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    for candidate in (os.path.join(here, "shell", "inside-bin"), os.path.join(os.path.dirname(here), "shell", "inside-bin")):
+        if os.path.isdir(candidate):
+            return candidate
+    return None
 
 
 def _tmp_identity():
@@ -196,6 +236,7 @@ def _join_and_exec(name, argv, extra_env, session, hide, cwd, mountpoint, histor
     if history == "vault":
         env["NSSHELL_HISTDIR"] = marker
     tool_state_env(env, mountpoint, private_tmp=_tmp_identity() != outer_tmp)
+    gui_state_env(env, mountpoint)
     session_bus_env(env, bus, name, base)
     kernel.restore_core_limit()  # set to 0 while a passphrase was here; exec resets dumpability
     try:

@@ -24,7 +24,10 @@ def home():
 
 
 def _xdg(variable, default_below_home):
-    value = os.environ.get(variable, "")
+    # Inside a vault, sessions have the XDG data, cache and state homes
+    # pointed into the vault (nsshell.inside.gui_state_env); nsshell's own
+    # files stay where the host keeps them.
+    value = os.environ.get("NSSHELL_HOST_" + variable) or os.environ.get(variable, "")
     # The spec says relative paths are invalid and must be ignored.
     if value and os.path.isabs(value):
         return value
@@ -133,6 +136,12 @@ def lock_path(name, base=None):
 
 def log_path(name, base=None):
     return os.path.join(base or runtime_base(), f"{name}.log")
+
+
+def dconf_host_view(name, base=None):
+    """Where, inside the vault's namespace, the host's dconf directory is
+    seen read-only (nsshell.plan); on the host an empty directory."""
+    return os.path.join(base or runtime_base(), f"{name}.dconf")
 
 
 def bus_dir(name, base=None):

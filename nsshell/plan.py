@@ -22,6 +22,10 @@ The steps, in the order build() puts them:
                <mountpoint>/.nsshell/home/, so tool state written there
                stays in the vault (bind mount; see docs/context.md for paths
                the host does not have)
+  host view    the host's dconf directory, read-only, at a path of its own
+               in nsshell's runtime directory, before "shadow" covers it;
+               and the vault's dconf profile, which reads the host's
+               settings there and writes the vault's own (docs/gui.md)
   hide         an empty read-only layer over a host path (also over the
                host's session bus sockets, unless dbus = "host")
   private bus  a 0700 tmpfs over the vault's bus directory, for its own
@@ -37,7 +41,7 @@ import stat
 import sys
 
 from nsshell import kernel, paths, sessionbus
-from nsshell.inside import TOOL_STATE_ENV, shadow_home
+from nsshell.inside import DCONF_PROFILE_NAME, TOOL_STATE_ENV, shadow_home
 
 # What programs of a Debian desktop and developer install write under HOME
 # that tells what was done (histories, recent files, thumbnails, allowed
@@ -68,7 +72,15 @@ DEFAULT_PRIVATE = (
     "~/.local/share/zathura/",  # zathura: history of opened documents
     "~/.local/share/evince/",  # evince: last page and settings per document
     "~/.local/share/okular/",  # okular: per-document data
+    "~/.config/dconf/",  # dconf's user database: GSettings of every GTK program (paths of files opened)
 )
+
+# dconf keeps every GTK program's settings in one database that its client
+# library reads and dconf-service writes, both at ~/.config/dconf/user.
+# Shadowed, the vault has its own database; the host's stays readable
+# through a "host view" and a dconf profile that stacks the two.
+DCONF_DIR = "~/.config/dconf/"
+DCONF_SYSTEM_PROFILE = "/etc/dconf/profile/user"
 
 # Where a private /tmp must still let things through.  X11's socket
 # directory, so GUI programs keep working (firejail and systemd do this too).
@@ -141,6 +153,10 @@ def build(spec):
         if not paths.is_under(dest, home) or dest == home:
             continue  # the registry refuses these; a spec from elsewhere is not trusted further
         source = os.path.join(shadow_root, os.path.relpath(dest, home))
+        if entry == DCONF_DIR:
+            view = paths.dconf_host_view(spec["name"], spec.get("runtime_dir"))
+            steps.append(Step("host view", view, dest))
+            steps.append(Step("dconf profile", os.path.join(mountpoint, ".nsshell", DCONF_PROFILE_NAME), view))
         steps.append(Step("shadow", dest, source + ("/" if entry.endswith("/") else "")))
     for entry in spec.get("hide", ()):
         steps.append(Step("hide", expand(entry, home)))
@@ -458,6 +474,35 @@ def restore_shadows(outcome):
     return restored
 
 
+def _host_view(step):
+    """Bind the host's directory (step.source) read-only at step.dest, a
+    directory of nsshell's runtime directory, before it is shadowed.  A
+    missing one is made, empty, on the host, as the host's own dconf-service
+    does at the first setting saved: else the shadow could not cover it,
+    and a setting saved inside would land on the host."""
+    os.makedirs(step.source, mode=0o700, exist_ok=True)
+    _make_dir(step.dest, 0o700)
+    kernel.bind_mount(step.source, step.dest, readonly=True)
+    return "read-only"
+
+
+def _dconf_profile(step):
+    """The vault's dconf profile: its own database first (the one written),
+    then the host's, read-only (step.source), then the system databases the
+    host's profile names."""
+    lines = ["user-db:user", f"file-db:{os.path.join(step.source, 'user')}"]
+    try:
+        with open(DCONF_SYSTEM_PROFILE) as f:
+            lines += [line.strip() for line in f if line.strip() and not line.strip().startswith(("user-db:", "#"))]
+    except OSError:
+        pass
+    _make_dir(os.path.dirname(step.dest), 0o700)
+    fd = os.open(step.dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    return "the vault's database over the host's"
+
+
 def _private_bus(step):
     sessionbus.prepare_directory(step.dest)
     return "tmpfs for the vault's session bus"
@@ -546,4 +591,11 @@ def _make_mount_target(path, is_dir):
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
 
 
-_EXECUTORS = {"offline": _offline, "private tmp": _private_tmp, "shadow": _shadow, "private bus": _private_bus}
+_EXECUTORS = {
+    "offline": _offline,
+    "private tmp": _private_tmp,
+    "shadow": _shadow,
+    "host view": _host_view,
+    "dconf profile": _dconf_profile,
+    "private bus": _private_bus,
+}

@@ -37,6 +37,7 @@ service_environment() is the one place that decides it.
 import os
 
 from nsshell import kernel, paths
+from nsshell.inside import GUI_STATE_XDG, gui_state_env
 
 SOCKET_NAME = "bus"
 CONFIG_NAME = "bus.conf"
@@ -65,18 +66,24 @@ def service_environment(environ, spec):
     it starts): environ filtered through the allow-list above, plus what
     the vault's context sets (extra_environment)."""
     env = {k: v for k, v in environ.items() if k in SERVICE_ENV_NAMES or k.startswith(SERVICE_ENV_PREFIXES)}
-    env.update(extra_environment(spec))
+    env.update(extra_environment(spec, environ))
     env["DBUS_SESSION_BUS_ADDRESS"] = paths.bus_address(spec["name"], spec["runtime_dir"])
     env["NSSHELL_VAULT"] = spec["name"]
     env["NSSHELL_MOUNTPOINT"] = spec["mountpoint"]
     return env
 
 
-def extra_environment(spec):
+def extra_environment(spec, environ):
     """Variables the vault's context sets for its services, as it does for
-    sessions (GUI state kept in the vault goes here: XDG_*_HOME, DCONF_PROFILE).
+    sessions: the XDG data, cache and state homes in the vault, and the
+    vault's dconf profile (nsshell.inside.gui_state_env), so that
+    dconf-service writes the same database the programs inside read.
     The vault's private /tmp needs no TMPDIR: it is simply not passed on."""
-    return {}
+    names = ["HOME", "XDG_DATA_DIRS", *(variable for variable, _ in GUI_STATE_XDG)]
+    env = {name: environ[name] for name in names if name in environ}
+    before = dict(env)
+    gui_state_env(env, spec["mountpoint"])
+    return {name: value for name, value in env.items() if before.get(name) != value}
 
 
 def host_bus_sockets(environ):

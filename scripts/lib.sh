@@ -7,9 +7,14 @@
 # logind and a real keyring (dbusmock runs under /usr/bin/python3, outside the venv); libnotify-bin:
 # notify-send inside a vault, through its private bus (tests/desktop/test_bus_private.py);
 # vim, less, sqlite3, screen: tests/context drives them inside a vault.
+# tests/gui runs real GUI programs under Xvfb (xdotool finds and drives their
+# windows, xclip reads what they show, imagemagick's import takes the
+# screenshots, libglib2.0-bin's gsettings and dconf-cli read settings);
+# okular alone pulls in about 460 KDE packages (66 s to install here).
 NSSHELL_APT_PACKAGES=(gocryptfs fuse3 python3-venv zsh tmux shellcheck util-linux procps strace pipx man-db zoxide
     dbus-daemon python3-dbusmock gnome-keyring libnotify-bin
-    vim less sqlite3 screen)
+    vim less sqlite3 screen
+    xvfb xdotool xclip imagemagick libglib2.0-bin dconf-cli mousepad evince okular)
 NSSHELL_REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
 say() {

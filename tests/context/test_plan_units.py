@@ -28,7 +28,7 @@ def test_plan_order_follows_the_settings():
     # network first, the tmpfs before the mount (so a mountpoint under /tmp is
     # let through, then mounted over), shadows need the vault, hide comes last.
     assert kinds[:5] == ["offline", "private tmp", "private tmp", "mount vault", "verify"]
-    assert set(kinds[5:-2]) == {"shadow"} and kinds[-2:] == ["hide", "hide"]
+    assert set(kinds[5:-2]) == {"shadow", "host view", "dconf profile"} and kinds[-2:] == ["hide", "hide"]
     tmp = steps[1]
     assert tmp.dest == "/tmp" and tmp.source is None
     # HOME holds the mountpoint: only HOME is let through, with the runtime dir.
@@ -162,7 +162,7 @@ def test_nothing_covers_the_vault_itself(tmp_path, monkeypatch):
     (home / "Vaults" / "t").mkdir(parents=True)
     spec = {"name": "t", "mountpoint": str(home / "Vaults" / "t"), "home": str(home), "private_tmp": False,
             "private": ["~/Vaults/"], "hide": ["~/Vaults", "~/Vaults/t/x"]}
-    steps = [s for s in plan.build(spec) if s.kind != "shadow" or s.dest.endswith("Vaults")]
+    steps = [s for s in plan.build(spec) if s.kind in ("mount vault", "verify", "hide") or s.dest.endswith("Vaults")]
     outcome = plan.Outcome()
     plan.carry_out(steps, outcome, "after mount")
     assert [how for _, _, how in outcome.rows] == ["not done: it holds the vault's mountpoint"] * 3

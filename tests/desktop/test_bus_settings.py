@@ -115,8 +115,10 @@ def test_services_get_the_allowed_environment_only():
                "DBUS_SESSION_BUS_ADDRESS": "unix:path=/run/user/1000/bus", "GNUPGHOME": "/g", "XDG_DATA_DIRS": "/usr/share"}
     env = sessionbus.service_environment(environ, spec)
     assert env["DBUS_SESSION_BUS_ADDRESS"] == "unix:path=/run/user/1000/nsshell/t.bus/bus"
-    assert {k: env[k] for k in ("DISPLAY", "LC_TIME", "HOME", "XDG_DATA_DIRS")} == {
-        "DISPLAY": ":0", "LC_TIME": "C", "HOME": "/home/u", "XDG_DATA_DIRS": "/usr/share"}
+    assert {k: env[k] for k in ("DISPLAY", "LC_TIME", "HOME")} == {"DISPLAY": ":0", "LC_TIME": "C", "HOME": "/home/u"}
+    # The vault's GUI-state environment, as sessions get it (docs/gui.md).
+    assert env["XDG_DATA_HOME"] == "/home/u/Vaults/t/.nsshell/home/.local/share"
+    assert env["XDG_DATA_DIRS"] == "/home/u/.local/share:/usr/share"
     assert not {"SSH_AUTH_SOCK", "TMPDIR", "GNUPGHOME"} & set(env)
 
 

@@ -87,8 +87,9 @@ def test_50_concurrent_sessions_in_one_vault(world):
            gocryptfs_fds_before=base_fds[1], gocryptfs_fds_after=after_fds[1])
     assert after["sessions"] == 0 and after["members"] == 0 and after["holder_processes"] == 3
     assert after_fds[0] == base_fds[0]
-    # NAME.bus: the directory of the vault's session bus, empty outside (docs/gui.md).
-    assert sorted(after["runtime_files"]) == ["taxes.bus", "taxes.log", "taxes.sock", "taxes.state"]
+    # NAME.bus: the directory of the vault's session bus, NAME.dconf: where the
+    # host's dconf settings are seen inside; both empty outside (docs/gui.md).
+    assert sorted(after["runtime_files"]) == ["taxes.bus", "taxes.dconf", "taxes.log", "taxes.sock", "taxes.state"]
     world.run("lock", "taxes", check=True)
     left = assert_nothing_left(world, "taxes")
     record("soak-50-sessions-locked", **{k: len(v) for k, v in left.items()})
@@ -117,7 +118,7 @@ def test_20_vaults_open_at_once(world):
            gocryptfs=len(gocryptfs_pids(world)), distinct_mount_namespaces=len(namespaces),
            runtime_files=len(runtime), host_mounts=sum(len(leftovers(world, n_)["host_mounts"]) for n_ in names))
     assert len(holders) == 3 * n and len(gocryptfs_pids(world)) == n and len(namespaces) == n
-    assert sorted(runtime) == sorted(f"{name}.{ext}" for name in names for ext in ("bus", "log", "sock", "state"))
+    assert sorted(runtime) == sorted(f"{name}.{ext}" for name in names for ext in ("bus", "dconf", "log", "sock", "state"))
     world.run("lock", "--all", check=True)
     left = assert_nothing_left(world, *names, timeout=60)
     record("soak-20-vaults-locked", **{k: len(v) for k, v in left.items()})
