@@ -265,6 +265,22 @@ def cmd_status(args):
     return 0
 
 
+def _print_list(label, items):
+    """label, then the items, comma-separated and wrapped so that a long
+    list (24 shadowed paths) stays readable: continuation lines indented."""
+    import shutil
+    import textwrap
+
+    width = max(60, shutil.get_terminal_size((100, 24)).columns - 1)
+    first = f"  {label:<11} " if len(label) < 12 else f"  {label} "
+    # A no-break space inside each item keeps "~/.lesshst (environment
+    # LESSHISTFILE)" on one line; textwrap breaks at ASCII whitespace only.
+    text = ", ".join(item.replace(" ", "\xa0") for item in items)
+    wrapped = textwrap.fill(text, width=width, initial_indent=first, subsequent_indent=" " * 14,
+                            break_on_hyphens=False, break_long_words=False)
+    print(wrapped.replace("\xa0", " "))
+
+
 def _print_context(row):
     """What stays inside the vault (docs/context.md): as set up while open,
     else as configured."""
@@ -281,22 +297,22 @@ def _print_context(row):
         placeholders = [dest for dest, how in shadows if how.startswith("bind over an empty placeholder")]
         done = [f"{dest}" + (f" ({how})" if how.startswith("environment") else "")
                 for dest, how in shadows if not how.startswith(("missing", "not "))]
-        print(f"  shadowed:   {', '.join(done) or 'nothing'}")
+        _print_list("shadowed:", done or ["nothing"])
         if placeholders:
-            print(f"  placeholders on the host (empty, made to bind over; removed at lock if untouched): "
-                  f"{', '.join(placeholders)}")
+            _print_list("placeholders on the host (empty, made to bind over; removed at lock if untouched):",
+                        placeholders)
         missing = [dest for dest, how in shadows if how.startswith("missing")]
         if missing:
-            print(f"  not on host (not shadowed until it exists there at unlock): {', '.join(missing)}")
+            _print_list("not on host (not shadowed until it exists there at unlock):", missing)
         failed = [f"{dest} ({how})" for dest, how in shadows if how.startswith("not ")]
         if failed:
-            print(f"  NOT shadowed: {', '.join(failed)}")
+            _print_list("NOT shadowed:", failed)
         hidden = [dest for dest, how in by_kind.get("hide", []) if how == "hidden"]
         if hidden:
-            print(f"  hidden:     {', '.join(hidden)}")
+            _print_list("hidden:", hidden)
         refused = [f"{dest} ({how})" for dest, how in by_kind.get("hide", []) if how.startswith("not ")]
         if refused:
-            print(f"  NOT hidden: {', '.join(refused)}")
+            _print_list("NOT hidden:", refused)
     elif settings:
         where = "in the vault" if settings.get("keep_tmp") else "in memory, gone at lock"
         print(f"  private:    /tmp, /var/tmp ({where})" if settings.get("private_tmp") else "  private:    no private /tmp")
@@ -637,10 +653,15 @@ def _parser():
     parser.add_argument("--json", action="store_true", help="machine-readable output (list, status, ps, doctor, create)")
     sub = parser.add_subparsers(dest="verb", metavar="COMMAND", parser_class=Parser)
 
+    # Verbs whose output has a JSON form say so in their own --help; the
+    # others accept --json too (it is global) without showing it.
+    json_verbs = {"create", "list", "status", "ps", "doctor"}
+
     def verb(name, func, help_text, description=None, **kw):
         p = sub.add_parser(name, help=help_text, description=description or help_text, **kw)
         p.set_defaults(func=func)
-        p.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+        shown = "machine-readable output (JSON)" if name in json_verbs else argparse.SUPPRESS
+        p.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help=shown)
         return p
 
     def passphrase_options(p):

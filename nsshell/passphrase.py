@@ -116,7 +116,8 @@ def read_passfile(path):
         raise NsshellError(f"cannot read passphrase file {path}: {exc.strerror}", USAGE) from None
     first = raw.split(b"\n", 1)[0].rstrip(b"\r")
     if not first:
-        raise NsshellError(f"passphrase file {path} is empty; its first line must hold the passphrase", BAD_PASSPHRASE)
+        where = "standard input (--passfile -) gave no passphrase" if path == "-" else f"passphrase file {path} is empty"
+        raise NsshellError(f"{where}; its first line must hold the passphrase", BAD_PASSPHRASE)
     return first
 
 

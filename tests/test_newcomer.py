@@ -125,6 +125,42 @@ def test_subcommand_help_explains_positionals(tmp_path):
         assert all(len(line.split(None, 1)) == 2 for line in positionals.splitlines()), text
 
 
+def test_json_is_in_the_help_of_each_verb_that_has_it(tmp_path):
+    for verb in ("list", "status", "ps", "doctor", "create"):
+        assert "--json" in _cli(verb, "--help", home=tmp_path).stdout, verb
+    assert "--json" not in _cli("enter", "--help", home=tmp_path).stdout  # accepted, but it prints no JSON
+
+
+def test_an_empty_stdin_for_passfile_dash_is_named_as_such(tmp_path):
+    out = subprocess.run([str(Path(sys.executable).parent / "nsshell"), "run", "nosuchvault", "--passfile", "-", "--",
+                          "true"], capture_output=True, text=True, env=_env(tmp_path), stdin=subprocess.DEVNULL,
+                         timeout=60)
+    assert out.returncode != 0
+    from nsshell.errors import NsshellError
+    from nsshell.passphrase import read_passfile
+
+    with open(os.devnull, "rb") as empty:
+        saved = os.dup(0)
+        os.dup2(empty.fileno(), 0)
+        try:
+            with pytest.raises(NsshellError) as error:
+                read_passfile("-")
+        finally:
+            os.dup2(saved, 0)
+            os.close(saved)
+    assert str(error.value).startswith("standard input (--passfile -) gave no passphrase"), error.value
+
+
+def test_long_status_lists_wrap_between_items(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")
+    items = ["~/.viminfo", "~/.lesshst (environment LESSHISTFILE)", "~/.local/share/recently-used.xbel"] * 8
+    cli._print_list("shadowed:", items)
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) > 1 and all(len(line) <= 80 for line in lines), lines
+    assert lines[0].startswith("  shadowed:   ~/.viminfo") and all(line.startswith(" " * 14) for line in lines[1:])
+    assert [item.strip() for item in " ".join(lines).split("shadowed:")[1].split(",")] == items
+
+
 def test_man_page_is_generated_from_the_parser_and_current():
     from nsshell import manpage
 
