@@ -30,6 +30,8 @@ The steps, in the order build() puts them:
                host's session bus sockets, unless dbus = "host")
   private bus  a 0700 tmpfs over the vault's bus directory, for its own
                session bus (dbus = "vault"; nsshell.sessionbus)
+  private dir  a 0700 tmpfs over a directory of the host's runtime directory
+               where a service of the vault's bus puts a socket: at-spi's
 
 Only the keeper runs this, once per unlock: sessions join the finished
 namespace, so none of it costs `nsshell run` anything.
@@ -169,6 +171,13 @@ def build(spec):
             steps.append(Step("hide", path))
     if bus == "vault":
         steps.append(Step("private bus", paths.bus_dir(spec["name"], spec.get("runtime_dir"))))
+        # The vault's bus activates GTK's accessibility bus (org.a11y.Bus),
+        # which puts its socket in $XDG_RUNTIME_DIR/at-spi: shared with the
+        # host, where any program outside could connect and read the text of
+        # the windows inside through it.  A tmpfs of this namespace holds it.
+        runtime = spec.get("xdg_runtime_dir")
+        if runtime and os.path.isabs(runtime):
+            steps.append(Step("private dir", os.path.join(runtime, "at-spi")))
     return steps
 
 
@@ -503,6 +512,17 @@ def _dconf_profile(step):
     return "the vault's database over the host's"
 
 
+def _private_dir(step):
+    """A 0700 tmpfs of this namespace over step.dest, which is made on the
+    host, empty, if missing (as the program that uses it would make it)."""
+    try:
+        os.makedirs(step.dest, mode=0o700, exist_ok=True)
+    except OSError as exc:
+        return f"not covered: {exc.strerror}"
+    kernel.mount_tmpfs(step.dest, mode=0o700, size="1m")
+    return "tmpfs, seen inside only"
+
+
 def _private_bus(step):
     sessionbus.prepare_directory(step.dest)
     return "tmpfs for the vault's session bus"
@@ -598,4 +618,5 @@ _EXECUTORS = {
     "host view": _host_view,
     "dconf profile": _dconf_profile,
     "private bus": _private_bus,
+    "private dir": _private_dir,
 }

@@ -413,6 +413,7 @@ class HolderStart:
             "xauthority": os.environ.get("XAUTHORITY"),
             # The host's session bus sockets, covered inside unless dbus = "host".
             "host_bus_sockets": sessionbus.host_bus_sockets(os.environ),
+            "xdg_runtime_dir": os.environ.get("XDG_RUNTIME_DIR"),
         }
         self.name = vault.name
         spec_w, spec_r = _socketpair()

@@ -14,7 +14,7 @@
 NSSHELL_APT_PACKAGES=(gocryptfs fuse3 python3-venv zsh tmux shellcheck util-linux procps strace pipx man-db zoxide
     dbus-daemon python3-dbusmock gnome-keyring libnotify-bin
     vim less sqlite3 screen
-    xvfb xdotool xclip imagemagick libglib2.0-bin dconf-cli mousepad evince okular)
+    xvfb xdotool xclip imagemagick libglib2.0-bin dconf-cli at-spi2-core mousepad evince okular fontconfig fonts-dejavu-core)
 NSSHELL_REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
 say() {

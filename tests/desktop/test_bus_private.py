@@ -260,3 +260,33 @@ def test_figures_the_bus_costs_a_run_nothing_until_used(host):
         session.wait()
     print(f"\nFIGURE bus run-true median: dbus=vault {median(runs['taxes']):.1f} ms, dbus=host {median(runs['plain']):.1f} ms")
     print(f"FIGURE bus dbus-send GetId: first (starts the daemon) {first:.1f} ms, later median {later:.1f} ms")
+
+
+def test_the_vaults_accessibility_bus_is_not_reachable_from_outside(host):
+    """GTK programs inside ask the vault's bus for org.a11y.Bus; at-spi puts
+    that bus's socket in $XDG_RUNTIME_DIR/at-spi, which the host shares.
+    Through it a program outside could read the text of the windows inside
+    (what screen readers do).  Inside it is there; outside there is nothing."""
+    world = host
+    need("/usr/libexec/at-spi-bus-launcher")
+    # A runtime directory as a desktop's /run/user/UID: not below /tmp (the
+    # vault's private /tmp would hide it anyway), so shared with the host.
+    world.runtime = world.home / "run"
+    world.runtime.mkdir(mode=0o700)
+    world.env["XDG_RUNTIME_DIR"] = str(world.runtime)
+    keeper = start_session(world)
+    try:
+        asked = world.inside("taxes", "dbus-send --session --print-reply=literal --dest=org.a11y.Bus /org/a11y/bus "
+                                      "org.a11y.Bus.GetAddress", check=False)
+        assert asked.returncode == 0, asked.stderr
+        address = asked.stdout.strip()
+        path = next(option.split("=", 1)[1] for option in address.split(":", 1)[1].split(",")
+                    if option.startswith("path="))
+        assert path.startswith(str(world.runtime / "at-spi") + "/"), address
+        assert world.inside("taxes", f'test -S "{path}"', check=False).returncode == 0  # inside: the socket
+        assert not os.path.exists(path)  # outside: nothing to connect to
+        assert os.listdir(world.runtime / "at-spi") == []
+    finally:
+        keeper.kill()
+        keeper.wait()
+    world.wait_until(lambda: world.state("taxes")["state"] == "locked" and not world.holder_pids(), 60, "the vault to lock")
