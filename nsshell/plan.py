@@ -515,10 +515,16 @@ def _dconf_profile(step):
 def _private_dir(step):
     """A 0700 tmpfs of this namespace over step.dest, which is made on the
     host, empty, if missing (as the program that uses it would make it)."""
+    if not os.path.isdir(os.path.dirname(step.dest)):
+        return "missing on host"
     try:
-        os.makedirs(step.dest, mode=0o700, exist_ok=True)
+        os.mkdir(step.dest, 0o700)
+    except FileExistsError:
+        pass
     except OSError as exc:
         return f"not covered: {exc.strerror}"
+    if os.path.islink(step.dest) or not os.path.isdir(step.dest):
+        return "not covered: not a directory"  # a mount would follow a link elsewhere
     kernel.mount_tmpfs(step.dest, mode=0o700, size="1m")
     return "tmpfs, seen inside only"
 
