@@ -41,6 +41,7 @@ import errno
 import os
 import stat
 import sys
+import time
 
 from nsshell import kernel, paths, sessionbus
 from nsshell.inside import DCONF_PROFILE_NAME, TOOL_STATE_ENV, shadow_home
@@ -464,23 +465,42 @@ def restore_shadows(outcome):
     vault's copy bound again, or its empty read-only layer."""
     restored = []
     for entry in outcome.bound:
-        step, identity = entry
-        try:
-            info = os.stat(step.dest)
-        except FileNotFoundError:
-            continue  # removed on the host: nothing there to cover (docs/context.md)
-        if (info.st_dev, info.st_ino) == identity:
-            continue
-        if step.kind == "shadow":
-            kernel.bind_mount(step.source.rstrip("/"), step.dest)
-        elif stat.S_ISDIR(info.st_mode):
-            kernel.mount_tmpfs(step.dest, mode=0o500, size="4k", readonly=True)
-        else:
-            kernel.bind_mount(f"/proc/self/fd/{outcome.empty_fd}", step.dest, readonly=True)
-        info = os.stat(step.dest)
-        entry[1] = (info.st_dev, info.st_ino)
-        restored.append(step.dest)
+        for attempt in range(COVER_AGAIN_TRIES):
+            try:
+                if _cover_again(entry, outcome):
+                    restored.append(entry[0].dest)
+                break
+            except OSError as exc:
+                # ENOENT: the file was replaced again between our look and
+                # the bind (a GTK program outside saving recently-used.xbel
+                # twice), so the bind met a dentry already gone.  Nothing
+                # else would cover the new one: look again.
+                if exc.errno != errno.ENOENT or attempt == COVER_AGAIN_TRIES - 1:
+                    raise
+                time.sleep(0.005)
     return restored
+
+
+COVER_AGAIN_TRIES = 50
+
+
+def _cover_again(entry, outcome):
+    step, identity = entry
+    try:
+        info = os.stat(step.dest)
+    except FileNotFoundError:
+        return False  # removed on the host: nothing there to cover (docs/context.md)
+    if (info.st_dev, info.st_ino) == identity:
+        return False
+    if step.kind == "shadow":
+        kernel.bind_mount(step.source.rstrip("/"), step.dest)
+    elif stat.S_ISDIR(info.st_mode):
+        kernel.mount_tmpfs(step.dest, mode=0o500, size="4k", readonly=True)
+    else:
+        kernel.bind_mount(f"/proc/self/fd/{outcome.empty_fd}", step.dest, readonly=True)
+    info = os.stat(step.dest)
+    entry[1] = (info.st_dev, info.st_ino)
+    return True
 
 
 def _host_view(step):

@@ -222,3 +222,37 @@ def test_placeholders_left_by_a_killed_holder_are_taken_back_next_time(tmp_path)
     plan.remove_placeholders(again)
     assert not (home / ".irb_history").exists() and not (home / ".x" / "a").exists()
     assert os.listdir(home / ".x") == ["mine"]
+
+
+def test_covering_again_looks_again_when_the_host_replaces_the_file_meanwhile(tmp_path, monkeypatch):
+    """Found by tests/gui: a GTK program outside saved recently-used.xbel
+    twice in a row; the keeper's bind met the first new file already gone
+    (ENOENT), and the vault locked under the programs inside."""
+    import errno
+
+    from nsshell import kernel
+
+    dest = tmp_path / "recently-used.xbel"
+    dest.write_text("the host's")
+    step = plan.Step("shadow", str(dest), str(tmp_path / "vault-copy"))
+    outcome = plan.Outcome()
+    outcome.bound.append([step, (0, 0)])  # not what is there now: replaced on the host
+    binds = []
+
+    def bind(source, target, readonly=False):
+        binds.append(target)
+        if len(binds) == 1:
+            raise kernel.KernelError(errno.ENOENT, "No such file or directory")
+
+    monkeypatch.setattr(plan.kernel, "bind_mount", bind)
+    assert plan.restore_shadows(outcome) == [str(dest)]
+    assert binds == [str(dest), str(dest)]
+    info = os.stat(dest)
+    assert outcome.bound[0][1] == (info.st_dev, info.st_ino)
+
+    # A path that never stops vanishing under the bind: fail safe (the keeper locks).
+    outcome.bound[0][1] = (0, 0)
+    monkeypatch.setattr(plan.kernel, "bind_mount", lambda *a, **k: (_ for _ in ()).throw(
+        kernel.KernelError(errno.ENOENT, "No such file or directory")))
+    with pytest.raises(OSError):
+        plan.restore_shadows(outcome)
