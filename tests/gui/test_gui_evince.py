@@ -1,8 +1,7 @@
 """evince in a vault (issue 11, GUI-FACTS 2, 9, 12): with an evince running
 outside, and even after an outside evince already tried the vault's path
 (which made evince's daemon on the host bus hand the document to it), the
-vault's PDF opens in a window inside; the recent view draws its thumbnail
-in the vault; closing the last window locks the vault (evince's daemon,
+vault's PDF opens in a window inside; closing the last window locks the vault (evince's daemon,
 started on the vault's bus, does not keep it open); nothing reaches the
 host's HOME."""
 
@@ -11,7 +10,7 @@ import secrets
 import pytest
 from context.scan import scan
 
-from .apps import Inside, alive, mount_ns, read_inside, session_mount_ns, wait_locked, write_pdf_inside
+from .apps import Inside, alive, mount_ns, session_mount_ns, wait_locked, write_pdf_inside
 from .pdf import write_pdf
 from .screen import wait_for
 
@@ -40,19 +39,12 @@ def test_evince_opens_inside_and_leaves_nothing_on_the_host(world, desktop, tmp_
     assert mount_ns(owner) == session_mount_ns(world) != mount_ns(outside.pid)
     assert desktop.windows(f"host{token}") == [outside_window] and alive(outside.pid)
 
-    # Close the document; evince's recent view draws the page, in the vault.
+    # Close the document: the last session ends.  (That evince's recent
+    # entry and thumbnail land in the vault is shown on a held vault, by
+    # test_gui_state.py: here the vault locks as evince ends, and polling
+    # for them meant unlocking again and again, which made this test flaky.)
     desktop.key(window, "ctrl+w")
     wait_for(lambda: not alive(viewer.pid), "evince inside to end", 180)
-    recent = mountpoint / ".nsshell" / "home" / ".local" / "share" / "recently-used.xbel"
-    wait_for(lambda: f"pdf{token}.pdf" in read_inside(world, recent), "evince's recent entry, in the vault", 180)
-    recent_view = Inside(world, desktop, "evince")
-    thumbnails = mountpoint / ".nsshell" / "home" / ".cache" / "thumbnails"
-    wait_for(lambda: world.run("run", "taxes", "--", "grep", "-rl", f"pdf{token}", str(thumbnails)).returncode == 0,
-             "the thumbnail of the page, in the vault", 300)
-    window = desktop.wait_window("Recent Documents|Evince")
-    assert desktop.window_pid(window) == recent_view.pid
-    desktop.key(window, "ctrl+w")
-    wait_for(lambda: not alive(recent_view.pid), "evince's recent view to end", 180)
     wait_locked(world)  # no session left: the daemon on the vault's bus did not hold it
 
     assert desktop.windows(f"host{token}") == [outside_window] and alive(outside.pid)
