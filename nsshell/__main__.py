@@ -1,3 +1,3 @@
-from nsshell.cli import main
+from nsshell.entry import main
 
 raise SystemExit(main())

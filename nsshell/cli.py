@@ -1,148 +1,26 @@
-"""The ``nsshell`` command line.
+"""The ``nsshell`` command line: argparse, and every verb.
 
-``run`` and ``enter`` on an open vault are the hot path: main() recognises
-their plain forms by hand and goes straight to nsshell.client, before
-argparse or anything else heavy is imported.  Every other form goes through
-argparse below.
+The plain forms of ``run``, ``enter`` and ``init``, the hot path, never
+come here: nsshell.entry recognises them by hand and goes straight to
+nsshell.inside, before this module or argparse is imported.
 """
 
-import os
 import sys
 
-from nsshell.errors import FAILURE, USAGE, NsshellError
+from nsshell.errors import FAILURE, USAGE, NsshellError, exit_code_of
+from nsshell.errors import report as _error
 
 PROG = "nsshell"
 
 
 def main(argv=None):
+    """The whole command line, through argparse (nsshell.entry.main, the
+    installed command, tries its plain fast forms first)."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    try:
-        fast = _fast_path(argv)
-        try:
-            code = fast() if fast is not None else _dispatch(argv)
-        except SystemExit:  # argparse's --help and --version exit from inside
-            sys.stdout.flush()
-            raise
-        sys.stdout.flush()  # here, not at exit, so that a closed pipe is caught below
-        return code
-    except NsshellError as exc:
-        _error(exc.message)
-        return exc.code
-    except KeyboardInterrupt:
-        sys.stderr.write("\n")
-        return 130
-    except BrokenPipeError:
-        # `nsshell doctor | head -2`: the reader has gone.  End quietly, as
-        # cat(1) would, but only for stdout: a broken socket stays an error.
-        if not _stdout_reader_gone():
-            raise
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
-        return 128 + 13  # SIGPIPE
-
-
-def _stdout_reader_gone():
-    import select
-
-    poller = select.poll()
-    poller.register(sys.stdout.fileno(), 0)
-    return any(events & select.POLLERR for _, events in poller.poll(0))
-
-
-def _error(message):
-    sys.stderr.write(f"nsshell: {message}\n")
-
-
-def _fast_path(argv):
-    """A callable for `run NAME -- CMD...` and `enter NAME`, else None."""
-    if argv[:1] == ["run"] and "--" in argv[2:] and len(argv) >= 4 and not argv[1].startswith("-"):
-        name, split = argv[1], argv.index("--", 2)
-        options, command = argv[2:split], argv[split + 1 :]
-        if not options:
-            return lambda: _run(name, command, None)
-        if len(options) == 2 and options[0] in ("--passfile", "--extpass"):
-            # The unlock path; argparse would cost more than the rest of it.
-            from nsshell.passphrase import PassphraseSource
-
-            source = PassphraseSource(**{options[0][2:]: options[1]})
-            return lambda: _run(name, command, source)
-    if argv[:1] == ["enter"] and len(argv) in (2, 4) and not argv[1].startswith("-"):
-        name = argv[1]
-        if len(argv) == 2:
-            return lambda: _enter(name, None, None)
-        if argv[2] == "--shell":  # what the shell integrations call
-            shell = argv[3]
-            return lambda: _enter(name, shell, None)
-    if argv[:1] == ["init"] and len(argv) >= 2 and argv[1] in ("bash", "zsh", "xonsh"):
-        # Runs at every shell start-up (eval "$(nsshell init bash)"): no argparse.
-        options = argv[2:]
-        cmd, prompt = "vault", True
-        while options:
-            if options[0] == "--no-prompt":
-                prompt, options = False, options[1:]
-            elif options[0] == "--cmd" and len(options) >= 2:
-                cmd, options = options[1], options[2:]
-            else:
-                return None
-        shell = argv[1]
-        return lambda: _init(shell, cmd, prompt)
-    return None
+    return exit_code_of(lambda: dispatch(argv))
 
 
 # --- verbs ------------------------------------------------------------------------------
-
-
-def _run(name, command, source, hide=()):
-    from nsshell import inside
-
-    if not command:
-        raise NsshellError("nothing to run: give a command after '--', e.g. nsshell run NAME -- ls", USAGE)
-    inside.exec_inside(name, command, passphrase_source=source, hide=hide)
-    return 1  # exec_inside returns only by raising
-
-
-def _enter(name, shell, source):
-    from nsshell import inside, kernel, shells
-
-    current = os.environ.get("NSSHELL_VAULT")
-    if current and kernel.in_child_user_namespace():
-        if current == name:
-            raise NsshellError(f"already inside vault {name!r}", USAGE)
-        raise NsshellError(
-            f"already inside vault {current!r}; leave it first (exit its shell), then enter {name!r}", USAGE
-        )
-    shell = shell or shells.user_shell()
-    argv, extra_env = shells.inner_argv(shell), shells.inner_env(shell)
-    # The shell runs in a child, not in place of this process: when it ends,
-    # this process (which stays outside the vault) says what keeps it open.
-    child = inside.exec_inside(name, argv, extra_env=extra_env, passphrase_source=source, session=True, fork=True)
-    code = _wait_for_the_shell(child)
-    _say_what_keeps_it_open(name)
-    return code
-
-
-def _wait_for_the_shell(child):
-    """Wait for the session's shell; the terminal's signals are its own.
-
-    SIGHUP too: a hang-up reaches the shell from the kernel (it is the
-    terminal's foreground), and the keeper signals the shell itself when
-    it locks.  Passed on as well, it made bash lose the history it saves
-    on SIGHUP in 3 of 8 runs of tests/desktop/test_autolock.py (0 of 12
-    without).  SIGTERM, which nothing else sends it, is passed on."""
-    import _signal  # the C core of signal: `signal` imports enum, and enter must not get slower
-
-    for signum in (_signal.SIGINT, _signal.SIGQUIT, _signal.SIGTSTP, _signal.SIGHUP):
-        _signal.signal(signum, _signal.SIG_IGN)
-    _signal.signal(_signal.SIGTERM, lambda received, frame: _pass_on(child, received))
-    status = os.waitpid(child, 0)[1]
-    code = os.waitstatus_to_exitcode(status)
-    return 128 - code if code < 0 else code
-
-
-def _pass_on(child, signum):
-    try:
-        os.kill(child, signum)
-    except ProcessLookupError:
-        pass
 
 
 def _source(args):
@@ -158,11 +36,17 @@ def cmd_run(args):
         problem = context_path_problem("hide", path)
         if problem:
             raise NsshellError(f"--hide {problem}", USAGE)
-    return _run(args.name, list(args.command), _source(args), hide=args.hide or ())
+    from nsshell import inside
+
+    return inside.run(args.name, list(args.command), _source(args), hide=args.hide or ())
 
 
 def cmd_enter(args):
-    return _enter(args.name, args.shell, _source(args))
+    from nsshell import inside
+
+    code = inside.enter(args.name, args.shell, _source(args))
+    say_what_keeps_it_open(args.name)
+    return code
 
 
 def cmd_create(args):
@@ -335,6 +219,8 @@ _BUS_WORDS = {
 def _short_command(proc):
     """'/usr/bin/sleep 600' -> 'sleep'; a server that names itself ('tmux:
     server') by that name."""
+    import os
+
     if ": " in proc.get("name", ""):
         return proc["name"]
     return os.path.basename(proc["command"].split(" ", 1)[0]) or proc["command"]
@@ -344,11 +230,11 @@ def cmd_left(args):
     """Say what keeps the vault open, if anything does (issue 9); silent
     otherwise.  `enter` says it itself now; shells that loaded an older
     integration still call this after it."""
-    _say_what_keeps_it_open(args.name)
+    say_what_keeps_it_open(args.name)
     return 0
 
 
-def _say_what_keeps_it_open(name):
+def say_what_keeps_it_open(name):
     """After a session: one line if processes keep the vault open, else nothing."""
     from nsshell.names import name_problem
 
@@ -439,6 +325,8 @@ def cmd_add(args):
 
 
 def cmd_passwd(args):
+    import os
+
     from nsshell import passwd, registry, unlock
     from nsshell.passphrase import PassphraseSource, prompt, read_passfile
 
@@ -512,7 +400,8 @@ def cmd_doctor(args):
     return 0 if all(c.status != "fail" for c in checks) else 5
 
 
-def _init(shell, cmd, prompt):
+def init_shell(shell, cmd, prompt):
+    """`nsshell init SHELL`: print the shell code, and save it where the README's rc line sources it."""
     from nsshell import shells
 
     code = shells.render_init(shell, cmd=cmd, prompt=prompt)
@@ -531,7 +420,7 @@ def _init(shell, cmd, prompt):
 
 
 def cmd_init(args):
-    return _init(args.shell, args.cmd, not args.no_prompt)
+    return init_shell(args.shell, args.cmd, not args.no_prompt)
 
 
 # --- output -----------------------------------------------------------------------------
@@ -545,6 +434,8 @@ def _print_json(value):
 
 
 def _colour_enabled():
+    import os
+
     return sys.stdout.isatty() and "NO_COLOR" not in os.environ and os.environ.get("TERM") != "dumb"
 
 
@@ -560,6 +451,8 @@ def _paint(word, shown=None):
 
 
 def _tilde(path):
+    import os
+
     home = os.environ.get("HOME", "")
     from nsshell.paths import is_under
 
@@ -788,7 +681,7 @@ def _parser():
     return parser
 
 
-def _dispatch(argv):
+def dispatch(argv):
     parser = _parser()
     command = None
     if argv and argv[0] == "run" and "--" in argv:

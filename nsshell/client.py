@@ -3,13 +3,14 @@
 This module is the low level: the holder's socket, and joining its
 namespaces.  nsshell.unlock (the slow path) uses it; nsshell.inside, above
 both, runs a command in a vault.  One round trip and no heavy imports: this
-module imports only os and the light nsshell modules; ``_socket`` is the C
-module without the enum-heavy ``socket`` wrapper.
+module imports only built-in modules (posix, not os: nsshell.lightos says
+why) and the light nsshell modules; ``_socket`` is the C module without the
+enum-heavy ``socket`` wrapper.
 """
 
-import os
+import posix
 
-from nsshell import errors, kernel, paths
+from nsshell import errors, kernel, lightos, paths
 from nsshell.errors import CONFLICT, FAILURE, NsshellError
 
 
@@ -61,11 +62,11 @@ def request(name, line, base=None, max_fds=0, timeout=10.0):
     text = data.decode(errors="replace").rstrip("\n")
     if not text:
         for fd in fds:
-            os.close(fd)
+            posix.close(fd)
         return None
     if text.startswith("ERR "):
         for fd in fds:
-            os.close(fd)
+            posix.close(fd)
         raise errors.from_line(text)
     return text, fds
 
@@ -79,7 +80,7 @@ def join(name, base=None):
     text, fds = reply
     if not text.startswith("OK ") or len(fds) not in (2, 3):
         for fd in fds:
-            os.close(fd)
+            posix.close(fd)
         raise NsshellError(f"the holder of vault {name!r} sent an unexpected reply", FAILURE)
     history, _, mountpoint = text[3:].partition(" ")
     bus = "host"
@@ -90,7 +91,7 @@ def join(name, base=None):
 
 def current_directory():
     try:
-        return os.getcwd()
+        return posix.getcwd()
     except FileNotFoundError:
         return paths.home()  # the cwd was deleted; the shell would say the same
 
@@ -99,10 +100,10 @@ def enter_namespaces(name, fds):
     """setns into the vault (fds from join()), unless we are in it already."""
     user_fd, mount_fd = fds[:2]
     try:
-        if os.fstat(mount_fd).st_ino == os.stat("/proc/self/ns/mnt").st_ino:
+        if posix.fstat(mount_fd).st_ino == posix.stat("/proc/self/ns/mnt").st_ino:
             return
         if kernel.in_child_user_namespace():
-            current = os.environ.get("NSSHELL_VAULT")
+            current = lightos.getenv("NSSHELL_VAULT")
             where = f"vault {current!r}" if current else "another user namespace (a container or another vault)"
             raise NsshellError(
                 f"cannot enter vault {name!r} from inside {where}; leave it first (vault leave / exit)", CONFLICT
@@ -110,4 +111,4 @@ def enter_namespaces(name, fds):
         kernel.join_namespaces(user_fd, mount_fd, *fds[2:])
     finally:
         for fd in fds:
-            os.close(fd)
+            posix.close(fd)

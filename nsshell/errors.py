@@ -44,3 +44,50 @@ def from_line(text):
     """The NsshellError that an "ERR <code> <message>" line describes."""
     _, code, message = (text.split(" ", 2) + ["", ""])[:3]
     return NsshellError(message, int(code) if code.isdigit() else FAILURE)
+
+
+def report(message):
+    """The one line every error ends as: "nsshell: <message>" on stderr."""
+    import sys
+
+    sys.stderr.write(f"nsshell: {message}\n")
+
+
+def exit_code_of(action):
+    """Run a command's action() and return its exit status, turning an
+    NsshellError into its one line and code, Ctrl-C into 130, and a reader
+    of stdout that went away (`nsshell doctor | head -2`) into a quiet
+    SIGPIPE status, as cat(1) does."""
+    import sys
+
+    try:
+        try:
+            code = action()
+        except SystemExit:  # argparse's --help and --version exit from inside
+            sys.stdout.flush()
+            raise
+        sys.stdout.flush()  # here, not at exit, so that a closed pipe is caught below
+        return code
+    except NsshellError as exc:
+        report(exc.message)
+        return exc.code
+    except KeyboardInterrupt:
+        sys.stderr.write("\n")
+        return 130
+    except BrokenPipeError:
+        # Only for stdout: a broken socket stays an error.
+        if not _stdout_reader_gone():
+            raise
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 128 + 13  # SIGPIPE
+
+
+def _stdout_reader_gone():
+    import select
+    import sys
+
+    poller = select.poll()
+    poller.register(sys.stdout.fileno(), 0)
+    return any(events & select.POLLERR for _, events in poller.poll(0))

@@ -5,14 +5,15 @@ Join the open vault through nsshell.client (or open it through
 nsshell.unlock first, imported only then), chdir back, set the
 environment that keeps tool state and temporary files in the vault, exec.
 This module sits above both, so neither imports the other.  It imports
-only os, sys and the light nsshell modules: keep it that way.
+only built-in modules (posix, not os: nsshell.lightos says why), sys and the
+light nsshell modules: keep it that way.
 """
 
-import os
+import posix
 import sys
 
-from nsshell import client, kernel, paths
-from nsshell.errors import CANNOT_EXECUTE, COMMAND_NOT_FOUND, FAILURE, NsshellError
+from nsshell import client, kernel, lightos, paths
+from nsshell.errors import CANNOT_EXECUTE, COMMAND_NOT_FOUND, FAILURE, USAGE, NsshellError
 from nsshell.names import check_name
 
 # Programs that honour an environment variable for their history or state
@@ -53,7 +54,7 @@ _OFF_VALUES = ("-", "/dev/null", "")
 
 def shadow_home(mountpoint):
     """Where the vault keeps its copies of files under HOME."""
-    return os.path.join(mountpoint, ".nsshell", "home")
+    return lightos.join(mountpoint, ".nsshell", "home")
 
 
 def tool_state_env(env, mountpoint, private_tmp):
@@ -62,15 +63,15 @@ def tool_state_env(env, mountpoint, private_tmp):
     for variable, name in TOOL_STATE_ENV:
         current = env.get(variable)
         if current is None or current not in _OFF_VALUES:
-            env[variable] = os.path.join(home, name)
+            env[variable] = lightos.join(home, name)
     # Python before 3.13 has no PYTHON_HISTORY: a startup file that
     # nsshell ships moves the REPL's history, then runs the user's own.
     outer = env.get("NSSHELL_OUTER_PYTHONSTARTUP", env.get("PYTHONSTARTUP", ""))
     env["NSSHELL_OUTER_PYTHONSTARTUP"] = outer
-    env["PYTHONSTARTUP"] = os.path.join(os.path.dirname(__file__), "python_startup.py")
+    env["PYTHONSTARTUP"] = lightos.join(lightos.dirname(__file__), "python_startup.py")
     # vim and neovim: no variable names the viminfo/shada file, but VIMINIT
     # runs first; then the user's own vimrc (which VIMINIT replaces) is read.
-    viminfo = os.path.join(home, ".viminfo").replace("\\", "\\\\").replace(" ", "\\ ").replace("|", "\\|")
+    viminfo = lightos.join(home, ".viminfo").replace("\\", "\\\\").replace(" ", "\\ ").replace("|", "\\|")
     user_init = env.get("NSSHELL_OUTER_VIMINIT", env.get("VIMINIT"))
     env["NSSHELL_OUTER_VIMINIT"] = user_init or ""
     env["VIMINIT"] = f"set viminfofile={viminfo} | " + (
@@ -94,7 +95,7 @@ def tool_state_env(env, mountpoint, private_tmp):
         # inside) gets one line from nsshell's tmux and screen wrappers.
         wrappers = _wrapper_dir()
         if wrappers:
-            search = env.get("PATH", os.defpath)
+            search = env.get("PATH", lightos.DEFPATH)
             if wrappers not in search.split(":"):
                 env["PATH"] = f"{wrappers}:{search}"
         # Temporary files go to the vault's private /tmp, not to wherever
@@ -117,15 +118,15 @@ def gui_state_env(env, mountpoint):
         host = env.get("NSSHELL_HOST_" + variable)
         if not host:
             value = env.get(variable, "")
-            host = value if os.path.isabs(value) else os.path.join(home, below_home)
+            host = value if lightos.isabs(value) else lightos.join(home, below_home)
             env["NSSHELL_HOST_" + variable] = host
-        env[variable] = os.path.join(vault_home, below_home)
+        env[variable] = lightos.join(vault_home, below_home)
     data_dirs = env.get("NSSHELL_HOST_XDG_DATA_DIRS")
     if data_dirs is None:
         data_dirs = env["NSSHELL_HOST_XDG_DATA_DIRS"] = env.get("XDG_DATA_DIRS") or "/usr/local/share:/usr/share"
     env["XDG_DATA_DIRS"] = env["NSSHELL_HOST_XDG_DATA_HOME"] + ":" + data_dirs
-    profile = os.path.join(mountpoint, ".nsshell", DCONF_PROFILE_NAME)
-    if os.path.exists(profile):
+    profile = lightos.join(mountpoint, ".nsshell", DCONF_PROFILE_NAME)
+    if lightos.exists(profile):
         env["DCONF_PROFILE"] = profile
 
 
@@ -140,19 +141,72 @@ def session_bus_env(env, bus, name, base):
 
 def _wrapper_dir():
     """shell/inside-bin: in the installed package, or in the source checkout."""
-    here = os.path.dirname(os.path.abspath(__file__))
-    for candidate in (os.path.join(here, "shell", "inside-bin"), os.path.join(os.path.dirname(here), "shell", "inside-bin")):
-        if os.path.isdir(candidate):
+    here = lightos.dirname(lightos.abspath(__file__))
+    for candidate in (lightos.join(here, "shell", "inside-bin"), lightos.join(lightos.dirname(here), "shell", "inside-bin")):
+        if lightos.isdir(candidate):
             return candidate
     return None
 
 
 def _tmp_identity():
     try:
-        info = os.stat("/tmp")
+        info = posix.stat("/tmp")
         return info.st_dev, info.st_ino
     except OSError:
         return None
+
+
+def run(name, command, source=None, hide=()):
+    """`nsshell run NAME -- COMMAND`: exec command inside the vault (opening
+    it first if needed).  Returns only by raising."""
+    if not command:
+        raise NsshellError("nothing to run: give a command after '--', e.g. nsshell run NAME -- ls", USAGE)
+    exec_inside(name, command, passphrase_source=source, hide=hide)
+    return FAILURE  # exec_inside returns only by raising
+
+
+def enter(name, shell=None, source=None):
+    """`nsshell enter NAME`: the user's shell (or shell) inside the vault, in
+    a child; returns its exit status once it ends.  This process stays
+    outside the vault, so that the caller can then say what keeps it open."""
+    from nsshell import shells
+
+    current = lightos.getenv("NSSHELL_VAULT")
+    if current and kernel.in_child_user_namespace():
+        if current == name:
+            raise NsshellError(f"already inside vault {name!r}", USAGE)
+        raise NsshellError(
+            f"already inside vault {current!r}; leave it first (exit its shell), then enter {name!r}", USAGE
+        )
+    shell = shell or shells.user_shell()
+    argv, extra_env = shells.inner_argv(shell), shells.inner_env(shell)
+    child = exec_inside(name, argv, extra_env=extra_env, passphrase_source=source, session=True, fork=True)
+    return _wait_for_the_shell(child)
+
+
+def _wait_for_the_shell(child):
+    """Wait for the session's shell; the terminal's signals are its own.
+
+    SIGHUP too: a hang-up reaches the shell from the kernel (it is the
+    terminal's foreground), and the keeper signals the shell itself when
+    it locks.  Passed on as well, it made bash lose the history it saves
+    on SIGHUP in 3 of 8 runs of tests/desktop/test_autolock.py (0 of 12
+    without).  SIGTERM, which nothing else sends it, is passed on."""
+    import _signal  # the C core of signal: `signal` imports enum, and enter must not get slower
+
+    for signum in (_signal.SIGINT, _signal.SIGQUIT, _signal.SIGTSTP, _signal.SIGHUP):
+        _signal.signal(signum, _signal.SIG_IGN)
+    _signal.signal(_signal.SIGTERM, lambda received, frame: _pass_on(child, received))
+    status = posix.waitpid(child, 0)[1]
+    code = posix.waitstatus_to_exitcode(status)
+    return 128 - code if code < 0 else code
+
+
+def _pass_on(child, signum):
+    try:
+        posix.kill(child, signum)
+    except ProcessLookupError:
+        pass
 
 
 def exec_inside(name, argv, extra_env=None, passphrase_source=None, session=False, hide=(), fork=False):
@@ -180,23 +234,23 @@ def exec_inside(name, argv, extra_env=None, passphrase_source=None, session=Fals
     mountpoint, history, fds, bus = joined
     outer_tmp = _tmp_identity()
     if fork:
-        child = os.fork()
+        child = posix.fork()
         if child != 0:
             for fd in fds:
-                os.close(fd)
+                posix.close(fd)
             return child
         try:
             _join_and_exec(name, argv, extra_env, session, hide, cwd, mountpoint, history, fds, outer_tmp, bus, base)
         except NsshellError as exc:
             sys.stderr.write(f"nsshell: {exc.message}\n")
             sys.stderr.flush()
-            os._exit(exc.code)
+            posix._exit(exc.code)
         except BaseException:  # never let the child return into the caller's code
             import traceback
 
             traceback.print_exc()
             sys.stderr.flush()
-            os._exit(FAILURE)
+            posix._exit(FAILURE)
     _join_and_exec(name, argv, extra_env, session, hide, cwd, mountpoint, history, fds, outer_tmp, bus, base)
 
 
@@ -207,17 +261,17 @@ def _join_and_exec(name, argv, extra_env, session, hide, cwd, mountpoint, histor
 
         plan.hide_for_this_command(hide, mountpoint)
     try:
-        os.chdir(cwd)
+        posix.chdir(cwd)
     except OSError:
-        os.chdir(mountpoint)
+        posix.chdir(mountpoint)
         sys.stderr.write(f"nsshell: {cwd} is not reachable inside the vault; starting in {mountpoint}\n")
-    env = dict(os.environ)
+    env = dict(lightos.environ())
     env["NSSHELL_VAULT"] = name
     env["NSSHELL_MOUNTPOINT"] = mountpoint
     if extra_env:
         env.update(extra_env)
     if session:
-        env["NSSHELL_SHELL_PID"] = str(os.getpid())  # exec keeps the pid
+        env["NSSHELL_SHELL_PID"] = str(posix.getpid())  # exec keeps the pid
     else:
         env.pop("NSSHELL_SHELL_PID", None)  # a shell started by `run` is not the session's
     # Every process inside learns where shells keep history (a `run NAME --
@@ -225,9 +279,10 @@ def _join_and_exec(name, argv, extra_env, session, hide, cwd, mountpoint, histor
     # vault: prompts test for it to tell a live vault from a bare mountpoint.
     env["NSSHELL_HISTORY"] = history
     env.pop("NSSHELL_HISTDIR", None)
-    marker = os.path.join(mountpoint, ".nsshell")
+    marker = lightos.join(mountpoint, ".nsshell")
     try:
-        os.mkdir(marker, 0o700)
+        if not lightos.isdir(marker):  # a stat the kernel answers from its cache; mkdir always asks gocryptfs
+            posix.mkdir(marker, 0o700)
     except FileExistsError:
         pass
     except OSError:
@@ -240,7 +295,7 @@ def _join_and_exec(name, argv, extra_env, session, hide, cwd, mountpoint, histor
     session_bus_env(env, bus, name, base)
     kernel.restore_core_limit()  # set to 0 while a passphrase was here; exec resets dumpability
     try:
-        os.execvpe(argv[0], argv, env)
+        lightos.execvpe(argv[0], argv, env)
     except FileNotFoundError:
         raise NsshellError(f"{argv[0]}: command not found", COMMAND_NOT_FOUND) from None
     except PermissionError:

@@ -5,11 +5,14 @@ Each step raises KernelError with a sentence that says what failed and what
 to do about it.  Nothing else in nsshell calls unshare, setns, mount or prctl.
 
 This module is imported on the hot path of ``nsshell run``, so it imports
-only ``os`` at module level; ctypes is loaded the first time a libc call is
-needed (Python 3.11 has no os.setns/os.unshare; 3.12 does, and we use it).
+only built-in modules at module level: ``posix``, not os (nsshell.lightos
+says why).  ctypes is loaded the first time a libc call is needed (Python
+3.11 has no posix.setns/posix.unshare; 3.12 does, and we use it).
 """
 
-import os
+import posix
+
+from nsshell import lightos
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUSER = 0x10000000
@@ -61,18 +64,18 @@ def _libc_call(name, *args):
         import ctypes
 
         err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))
+        raise OSError(err, posix.strerror(err))
     return result
 
 
 def _c_str(value):
-    return None if value is None else os.fsencode(value)
+    return None if value is None else lightos.fsencode(value)
 
 
 def _unshare(flags):
-    """unshare(2): os.unshare on 3.12+, libc on 3.11.  Raises OSError."""
-    if hasattr(os, "unshare"):
-        os.unshare(flags)
+    """unshare(2): posix.unshare on 3.12+, libc on 3.11.  Raises OSError."""
+    if hasattr(posix, "unshare"):
+        posix.unshare(flags)
     else:
         _libc_call("unshare", flags)
 
@@ -111,11 +114,11 @@ def map_self_one_to_one(uid, gid):
 
 
 def _write_proc_self(name, text):
-    fd = os.open(f"/proc/self/{name}", os.O_WRONLY)
+    fd = posix.open(f"/proc/self/{name}", posix.O_WRONLY)
     try:
-        os.write(fd, text.encode())
+        posix.write(fd, text.encode())
     finally:
-        os.close(fd)
+        posix.close(fd)
 
 
 def _libc_quick(name, *args):
@@ -126,7 +129,7 @@ def _libc_quick(name, *args):
     import _ctypes
 
     if _libc_handle is None:
-        _libc_handle = _ctypes.dlopen(None, os.RTLD_NOW)
+        _libc_handle = _ctypes.dlopen(None, posix.RTLD_NOW)
     result = _ctypes.call_function(_ctypes.dlsym(_libc_handle, name), args)
     if result == -1:
         return _libc_call(name, *args)
@@ -197,14 +200,14 @@ def lock_directory(path):
     """An fd holding an exclusive flock on directory path, or None if another
     open file holds one.  The fd is close-on-exec: the lock lasts exactly as
     long as the processes that own it, and never passes to what they exec."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    fd = posix.open(path, posix.O_RDONLY | posix.O_DIRECTORY | posix.O_CLOEXEC)
     try:
         _libc_quick("flock", fd, LOCK_EX | LOCK_NB)  # not fcntl: one more import on the unlock path
     except BlockingIOError:
-        os.close(fd)
+        posix.close(fd)
         return None
     except BaseException:
-        os.close(fd)
+        posix.close(fd)
         raise
     return fd
 
@@ -218,8 +221,8 @@ def flock_owner(path):
 
     That pid is the process that called flock; the lock itself lives as long
     as any process holding the open file (its forked children too)."""
-    info = os.stat(path)
-    wanted = f"{os.major(info.st_dev):02x}:{os.minor(info.st_dev):02x}:{info.st_ino}"
+    info = posix.stat(path)
+    wanted = f"{posix.major(info.st_dev):02x}:{posix.minor(info.st_dev):02x}:{info.st_ino}"
     try:
         with open("/proc/locks", encoding="ascii", errors="replace") as f:
             for line in f:
@@ -250,7 +253,7 @@ def make_root_recursive_slave():
 def open_fuse_device():
     """Open /dev/fuse.  Must happen inside the user namespace that mounts it."""
     try:
-        return os.open("/dev/fuse", os.O_RDWR | os.O_CLOEXEC)
+        return posix.open("/dev/fuse", posix.O_RDWR | posix.O_CLOEXEC)
     except FileNotFoundError:
         raise KernelError(2, "/dev/fuse does not exist; load the fuse module (modprobe fuse)") from None
     except PermissionError:
@@ -324,14 +327,14 @@ def mount_id_at(path):
 
     Opened with O_PATH, so no request reaches a FUSE daemon, even a hung one;
     the id comes from /proc/self/fdinfo."""
-    fd = os.open(path, os.O_PATH | os.O_CLOEXEC | os.O_NOFOLLOW)
+    fd = posix.open(path, posix.O_PATH | posix.O_CLOEXEC | posix.O_NOFOLLOW)
     try:
         with open(f"/proc/self/fdinfo/{fd}", encoding="ascii") as f:
             for line in f:
                 if line.startswith("mnt_id:"):
                     return int(line.split()[1])
     finally:
-        os.close(fd)
+        posix.close(fd)
     raise OSError(0, "this kernel does not report mount ids in /proc/self/fdinfo")
 
 
@@ -374,8 +377,8 @@ IN_MOVE_SELF = 0x00000800
 IN_DELETE_SELF = 0x00000400
 IN_UNMOUNT = 0x00002000
 IN_IGNORED = 0x00008000
-IN_NONBLOCK = os.O_NONBLOCK
-IN_CLOEXEC = os.O_CLOEXEC
+IN_NONBLOCK = posix.O_NONBLOCK
+IN_CLOEXEC = posix.O_CLOEXEC
 
 
 def watch_path_and_parents(path):
@@ -387,19 +390,19 @@ def watch_path_and_parents(path):
     may not read (another user's 0711 home) cannot be watched."""
     fd = _libc_call("inotify_init1", IN_NONBLOCK | IN_CLOEXEC)
     watched, skipped = [], []
-    current = os.path.abspath(path)
+    current = lightos.abspath(path)
     while True:
         try:
             _libc_call("inotify_add_watch", fd, _c_str(current), IN_MOVE_SELF | IN_DELETE_SELF)
             watched.append(current)
         except OSError as exc:
-            if current == os.path.abspath(path):
-                os.close(fd)
+            if current == lightos.abspath(path):
+                posix.close(fd)
                 raise KernelError(exc.errno, f"cannot watch the mountpoint {path} ({exc.strerror})") from None
             skipped.append((current, exc.strerror))
         if current == "/":
             return fd, watched, skipped
-        current = os.path.dirname(current)
+        current = lightos.dirname(current)
 
 
 def read_watch_events(fd):
@@ -407,7 +410,7 @@ def read_watch_events(fd):
     masks = []
     while True:
         try:
-            data = os.read(fd, 4096)
+            data = posix.read(fd, 4096)
         except BlockingIOError:
             return masks
         if not data:
@@ -435,19 +438,19 @@ def user_namespace_descends_from(pid, ancestor_ino):
     it reaches a namespace outside ours (EPERM) or the initial one."""
     import fcntl
 
-    fd = os.open(f"/proc/{pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
+    fd = posix.open(f"/proc/{pid}/ns/user", posix.O_RDONLY | posix.O_CLOEXEC)
     try:
         while True:
-            if os.fstat(fd).st_ino == ancestor_ino:
+            if posix.fstat(fd).st_ino == ancestor_ino:
                 return True
             try:
                 parent = fcntl.ioctl(fd, NS_GET_PARENT)
             except OSError:
                 return False
-            os.close(fd)
+            posix.close(fd)
             fd = parent
     finally:
-        os.close(fd)
+        posix.close(fd)
 
 
 # --- the vault's context: private tmp, shadows, hidden paths, network -------
@@ -456,7 +459,7 @@ def user_namespace_descends_from(pid, ancestor_ino):
 
 def open_path(path):
     """An O_PATH handle on path, to bind it back after something covers it."""
-    return os.open(path, os.O_PATH | os.O_CLOEXEC)
+    return posix.open(path, posix.O_PATH | posix.O_CLOEXEC)
 
 
 def mount_tmpfs(dest, mode=0o1777, size=None, readonly=False):
@@ -484,12 +487,12 @@ def bind_mount(source, dest, readonly=False):
         raise KernelError(exc.errno, f"cannot bind {source} over {dest} ({exc.strerror})") from None
 
 
-_STATVFS_TO_MS = ((os.ST_NOSUID, MS_NOSUID), (os.ST_NODEV, MS_NODEV), (os.ST_NOEXEC, MS_NOEXEC),
-                  (os.ST_NOATIME, MS_NOATIME), (os.ST_NODIRATIME, MS_NODIRATIME), (os.ST_RELATIME, MS_RELATIME))
+_STATVFS_TO_MS = ((posix.ST_NOSUID, MS_NOSUID), (posix.ST_NODEV, MS_NODEV), (posix.ST_NOEXEC, MS_NOEXEC),
+                  (posix.ST_NOATIME, MS_NOATIME), (posix.ST_NODIRATIME, MS_NODIRATIME), (posix.ST_RELATIME, MS_RELATIME))
 
 
 def _locked_flags(path):
-    current = os.statvfs(path).f_flag
+    current = posix.statvfs(path).f_flag
     return sum(ms for st, ms in _STATVFS_TO_MS if current & st)
 
 
@@ -545,15 +548,15 @@ def join_namespaces(user_fd, mount_fd, net_fd=None):
 
 
 def _setns(fd, flag):
-    if hasattr(os, "setns"):  # Python 3.12+
-        os.setns(fd, flag)
+    if hasattr(posix, "setns"):  # Python 3.12+
+        posix.setns(fd, flag)
         return
     # On 3.11, the full ctypes package costs more to import than the rest of
     # the hot path together; its C core (_ctypes) can make the call alone.
     # It cannot report errno, so a failure is repeated through ctypes for that.
     import _ctypes
 
-    setns = _ctypes.dlsym(_ctypes.dlopen(None, os.RTLD_NOW), "setns")
+    setns = _ctypes.dlsym(_ctypes.dlopen(None, posix.RTLD_NOW), "setns")
     if _ctypes.call_function(setns, (fd, flag)) != 0:
         _libc_call("setns", fd, flag)
 
@@ -570,7 +573,7 @@ def unshare_mount_namespace():
 
 def namespace_id(kind, pid="self"):
     """The identity (inode) of a process's namespace, e.g. 'mnt:[4026532]'."""
-    return os.readlink(f"/proc/{pid}/ns/{kind}")
+    return posix.readlink(f"/proc/{pid}/ns/{kind}")
 
 
 AT_EMPTY_PATH = 0x1000
@@ -601,7 +604,7 @@ def open_namespace_by_handle(handle_type, handle, nsfs_fd):
     import struct
 
     buffer = ctypes.create_string_buffer(struct.pack("Ii", len(handle), handle_type) + handle)
-    return _libc_call("open_by_handle_at", nsfs_fd, buffer, os.O_RDONLY | os.O_CLOEXEC)
+    return _libc_call("open_by_handle_at", nsfs_fd, buffer, posix.O_RDONLY | posix.O_CLOEXEC)
 
 
 def in_child_user_namespace():
@@ -659,7 +662,7 @@ def recv_line_with_fds(sock, max_fds=4, limit=65536):
         if len(data) > limit:
             break
     for fd in fds:
-        os.set_inheritable(fd, False)
+        posix.set_inheritable(fd, False)
     return data, fds
 
 
@@ -672,15 +675,15 @@ def _little_endian():
 def with_unix_path(method, path):
     """sock.bind or sock.connect on path, also when path is longer than the
     108 bytes sun_path allows: then through the cwd, with the name alone."""
-    if len(os.fsencode(path)) < 100:
+    if len(lightos.fsencode(path)) < 100:
         return method(path)
-    here = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    here = posix.open(".", posix.O_RDONLY | posix.O_DIRECTORY | posix.O_CLOEXEC)
     try:
-        os.chdir(os.path.dirname(path))
-        return method(os.path.basename(path))
+        posix.chdir(lightos.dirname(path))
+        return method(lightos.basename(path))
     finally:
-        os.fchdir(here)
-        os.close(here)
+        posix.fchdir(here)
+        posix.close(here)
 
 
 def peer_credentials(sock):
@@ -703,12 +706,12 @@ def signal_on_fuse_requests(fuse_fd, owner_pid):
     import fcntl
 
     fcntl.fcntl(fuse_fd, fcntl.F_SETOWN, owner_pid)
-    fcntl.fcntl(fuse_fd, fcntl.F_SETFL, fcntl.fcntl(fuse_fd, fcntl.F_GETFL) | os.O_ASYNC)
+    fcntl.fcntl(fuse_fd, fcntl.F_SETFL, fcntl.fcntl(fuse_fd, fcntl.F_GETFL) | posix.O_ASYNC)
 
 
 def pidfd_open(pid):
     """A pollable handle on a process that cannot be fooled by PID reuse."""
-    return os.pidfd_open(pid)
+    return posix.pidfd_open(pid)
 
 
 def signal_process(pid, start_time, signum):
@@ -718,7 +721,7 @@ def signal_process(pid, start_time, signum):
     import _signal
 
     try:
-        pidfd = os.pidfd_open(pid)
+        pidfd = posix.pidfd_open(pid)
     except OSError:
         return False
     try:
@@ -729,4 +732,4 @@ def signal_process(pid, start_time, signum):
     except OSError:
         return False
     finally:
-        os.close(pidfd)
+        posix.close(pidfd)

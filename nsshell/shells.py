@@ -6,9 +6,9 @@ the package as nsshell/shell/ in a wheel); ``nsshell init SHELL`` renders
 them by plain token replacement.
 """
 
-import os
 import sys
 
+from nsshell import lightos
 from nsshell.errors import USAGE, NsshellError
 
 SUPPORTED = ("bash", "zsh", "xonsh")
@@ -17,17 +17,22 @@ SUPPORTED = ("bash", "zsh", "xonsh")
 def shell_dir():
     """Where the shipped shell files are: inside the installed package, or
     the source checkout's top-level shell/ directory."""
-    # os.path, not pathlib: this runs on every `vault enter`.
-    here = os.path.dirname(os.path.realpath(__file__))
-    for candidate in (os.path.join(here, "shell"), os.path.join(os.path.dirname(here), "shell")):
-        if os.path.isdir(candidate):
-            return candidate
+    # lightos, not pathlib or os: this runs on every `vault enter`.  The
+    # real path only when the package is reached through a symbolic link.
+    for here in (lightos.dirname(lightos.abspath(__file__)), None):
+        if here is None:
+            import os
+
+            here = os.path.dirname(os.path.realpath(__file__))
+        for candidate in (lightos.join(here, "shell"), lightos.join(lightos.dirname(here), "shell")):
+            if lightos.isdir(candidate):
+                return candidate
     raise NsshellError("nsshell's shell files are missing from this installation; reinstall nsshell")
 
 
 def kind_of(shell_path):
     """'bash', 'zsh', 'xonsh' or None, from the executable's name."""
-    name = os.path.basename(shell_path)
+    name = lightos.basename(shell_path)
     for kind in SUPPORTED:
         if name == kind or name.startswith(kind + "-") or name.startswith(kind + "5"):
             return kind
@@ -35,14 +40,14 @@ def kind_of(shell_path):
 
 
 def user_shell():
-    return os.environ.get("SHELL") or "/bin/sh"
+    return lightos.getenv("SHELL") or "/bin/sh"
 
 
 def inner_argv(shell_path):
     """argv for an interactive shell that starts inside a vault."""
     kind = kind_of(shell_path)
     if kind == "bash":
-        return [shell_path, "--rcfile", os.path.join(shell_dir(), "bash", "inner.bashrc"), "-i"]
+        return [shell_path, "--rcfile", lightos.join(shell_dir(), "bash", "inner.bashrc"), "-i"]
     if kind == "xonsh":
         return [shell_path, "-i"]
     return [shell_path, "-i"] if kind == "zsh" else [shell_path]
@@ -51,8 +56,8 @@ def inner_argv(shell_path):
 def inner_env(shell_path):
     """Extra environment for the inner shell (zsh: the ZDOTDIR trick)."""
     if kind_of(shell_path) == "zsh":
-        env = {"ZDOTDIR": os.path.join(shell_dir(), "zsh", "zdotdir")}
-        user_zdotdir = os.environ.get("ZDOTDIR")
+        env = {"ZDOTDIR": lightos.join(shell_dir(), "zsh", "zdotdir")}
+        user_zdotdir = lightos.getenv("ZDOTDIR")
         env["NSSHELL_USER_ZDOTDIR"] = user_zdotdir if user_zdotdir is not None else ""
         return env
     if kind_of(shell_path) == "xonsh":
@@ -60,13 +65,15 @@ def inner_env(shell_path):
         # would append to.  Start with history off; the xontrib (loaded by
         # the rc or autoload) points it into the vault and restores this
         # backend.  Without the xontrib nothing is recorded, nothing leaks.
-        outer = os.environ.get("XONSH_HISTORY_BACKEND") or "json"
+        outer = lightos.getenv("XONSH_HISTORY_BACKEND") or "json"
         return {"XONSH_HISTORY_BACKEND": "dummy", "NSSHELL_XONSH_HISTORY_BACKEND": outer}
     return {}
 
 
 def executable():
     """The absolute path of the nsshell command (bin/nsshell)."""
+    import os
+
     argv0 = sys.argv[0] if sys.argv else ""
     if os.path.isabs(argv0) and os.path.basename(argv0) in ("nsshell", "nsshell-python"):
         launcher = os.path.join(os.path.dirname(argv0), "nsshell")
@@ -90,6 +97,8 @@ def command_words():
     without the site module, the same interpreter line again: that skips
     bin/nsshell's /bin/sh at every `vault` command.  Otherwise the nsshell
     command's absolute path, so that PATH is not searched either way."""
+    import os
+
     script = sys.argv[0] if sys.argv else ""
     if (
         sys.flags.no_site
@@ -140,11 +149,13 @@ def _render_xonsh(cmd, prompt):
 
 
 def template_path(shell):
-    return os.path.join(shell_dir(), shell, f"nsshell.{shell}")
+    return lightos.join(shell_dir(), shell, f"nsshell.{shell}")
 
 
 def cache_path(shell, cmd="vault", prompt=True):
     """The file the README's rc line sources; its name follows the options."""
+    import os
+
     from nsshell.paths import cache_dir
 
     suffix = ("" if cmd == "vault" else f"-{cmd}") + ("" if prompt else "-noprompt")
@@ -154,6 +165,8 @@ def cache_path(shell, cmd="vault", prompt=True):
 def rc_line(shell, cmd="vault", prompt=True):
     """The line for ~/.bashrc or ~/.zshrc: source the cached code while it
     is fresh, else start nsshell (which writes the cache anew)."""
+    import os
+
     options = ("" if cmd == "vault" else f" --cmd {cmd}") + ("" if prompt else " --no-prompt")
     name = os.path.basename(cache_path(shell, cmd, prompt))
     return f'. "${{XDG_CACHE_HOME:-$HOME/.cache}}/nsshell/{name}" 2>/dev/null || eval "$(nsshell init {shell}{options})"'
@@ -174,6 +187,8 @@ def write_cache(shell, code, cmd="vault", prompt=True):
     """Save code, behind a freshness guard, where rc_line() sources it.
     Written to a temporary file and renamed, so a shell starting meanwhile
     sources the old file or the new one, never half of one."""
+    import os
+
     import shlex
 
     from nsshell import __version__

@@ -227,16 +227,10 @@ def test_help_shows_the_readme_rc_line(tmp_path):
 # --- the launcher: -S where it is safe, site otherwise --------------------------------------
 
 
-def test_launcher_starts_python_without_site_and_falls_back(tmp_path):
-    """bin/nsshell reads the interpreter from bin/nsshell-python's first line
-    and starts it with -S; nsshell-python adds a venv's site-packages, or
-    runs site.main() when nsshell is not there (this editable install)."""
-    exe = Path(sys.executable).parent / "nsshell"
-    result = subprocess.run([str(exe), "init", "bash"], capture_output=True, text=True, env=_env(tmp_path),
-                            timeout=60)
-    assert result.returncode == 0 and "__nsshell_enter" in result.stdout
-    # A venv layout with nsshell in its own site-packages: no site module.
-    venv = tmp_path / "venv"
+def _venv_install(root):
+    """A venv's layout with nsshell in its own site-packages, as pipx makes
+    it: bin/nsshell (the launcher), bin/nsshell-python, bin/python3."""
+    venv = root / "venv"
     lib = venv / "lib" / ("python%d.%d" % sys.version_info[:2]) / "site-packages"
     lib.mkdir(parents=True)
     (venv / "pyvenv.cfg").write_text(f"home = {Path(sys.base_prefix) / 'bin'}\n")
@@ -250,11 +244,69 @@ def test_launcher_starts_python_without_site_and_falls_back(tmp_path):
     shutil.copy(REPO / "bin" / "nsshell", venv / "bin" / "nsshell")
     for name in ("nsshell", "nsshell-python"):
         (venv / "bin" / name).chmod(0o755)
+    return venv
+
+
+def test_launcher_starts_python_without_site_and_falls_back(tmp_path):
+    """bin/nsshell reads the interpreter from bin/nsshell-python's first line
+    and starts it with -S; nsshell-python adds a venv's site-packages, or
+    runs site.main() when nsshell is not there (this editable install)."""
+    exe = Path(sys.executable).parent / "nsshell"
+    result = subprocess.run([str(exe), "init", "bash"], capture_output=True, text=True, env=_env(tmp_path),
+                            timeout=60)
+    assert result.returncode == 0 and "__nsshell_enter" in result.stdout
+    # A venv layout with nsshell in its own site-packages: no site module.
+    venv = _venv_install(tmp_path)
     probe = subprocess.run([str(venv / "bin" / "nsshell"), "init", "bash"], capture_output=True, text=True,
                            env=_env(tmp_path), timeout=60)
     assert probe.returncode == 0, probe.stderr
     # The rendered code calls nsshell the same fast way.
     assert f"{venv / 'bin' / 'python3'} -S {venv / 'bin' / 'nsshell-python'}" in probe.stdout
+
+
+# --- the hot path imports no os ----------------------------------------------------------------
+
+
+def _imported(importtime_stderr):
+    """Module names from python -X importtime's lines ("import time: 95 | 95 |   _stat")."""
+    return {line.rsplit("|", 1)[1].strip() for line in importtime_stderr.splitlines()
+            if line.startswith("import time:") and line.count("|") == 2} - {"imported package"}
+
+
+HOT_PATH_MODULES = ("nsshell.entry", "nsshell.inside", "nsshell.client", "nsshell.kernel", "nsshell.paths",
+                    "nsshell.shells")
+
+
+def test_the_hot_path_modules_import_no_os():
+    """Importing os costs more than the rest of `nsshell run` on an open
+    vault (docs/benchmarks.md): the modules of `run` and `enter` use posix
+    and nsshell.lightos.  Fails as soon as one of them imports os at module
+    level again."""
+    code = f"import sys; sys.path.insert(0, {str(REPO)!r}); import " + ", ".join(HOT_PATH_MODULES) + \
+        "; print('os' in sys.modules, sorted(m for m in sys.modules if m.startswith('nsshell')))"
+    result = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    loaded_os, modules = result.stdout.split(" ", 1)
+    assert all(name in modules for name in HOT_PATH_MODULES)  # the probe did import them
+    assert loaded_os == "False", "a module on the hot path imports os: " + modules
+
+
+def test_run_on_an_open_vault_starts_no_site_and_no_os(vault, tmp_path):
+    """A real `nsshell run` through the launcher of a pipx-style install, on
+    an open vault: Python's own record of its imports (-X importtime,
+    through PYTHONPROFILEIMPORTTIME) shows the client joined without the
+    site module, os, argparse or nsshell.cli, and the command ran inside."""
+    vault.open("taxes")
+    venv = _venv_install(tmp_path)
+    result = subprocess.run([str(venv / "bin" / "nsshell"), "run", "taxes", "--", "sh", "-c", 'echo "in $NSSHELL_VAULT"'],
+                            capture_output=True, text=True, env={**vault.env, "PYTHONPROFILEIMPORTTIME": "1"},
+                            cwd=vault.home, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "in taxes\n"
+    modules = _imported(result.stderr)
+    assert "nsshell.client" in modules and "_socket" in modules  # this process joined the vault
+    assert "site" not in modules and "os" not in modules, sorted(modules)
+    assert "nsshell.cli" not in modules and "argparse" not in modules, sorted(modules)
 
 
 # --- doctor ----------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ import stat
 import pytest
 
 from nsshell import errors, names, paths, registry
-from nsshell.cli import main
+from nsshell.entry import main
 from nsshell.errors import NsshellError
 
 

@@ -1,6 +1,6 @@
 """Bad input, property-based: vault names, registry contents, argument lists.
 
-In-process (nsshell.cli.main) with a private HOME/XDG per example: no
+In-process (nsshell.entry.main) with a private HOME/XDG per example: no
 kernel needed.  Every failure is one line starting with 'nsshell', a
 non-zero exit, never a traceback; a failed command never changes the
 registry or loses a vault.  Nothing here can reach gocryptfs or exec: the
@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from nsshell import cli, passphrase
+from nsshell import entry, passphrase
 from nsshell.errors import NsshellError
 
 SETTINGS = settings(max_examples=int(os.environ.get("NSSHELL_HYPOTHESIS_EXAMPLES", "150")), deadline=None, suppress_health_check=list(HealthCheck), database=None)
@@ -69,9 +69,9 @@ class Home:
 
 
 def run_cli(argv, capsys):
-    """(exit code, stdout, stderr) of nsshell.cli.main(argv); SystemExit counts as an exit."""
+    """(exit code, stdout, stderr) of nsshell.entry.main(argv) (the installed command); SystemExit counts as an exit."""
     try:
-        code = cli.main(argv)
+        code = entry.main(argv)
     except SystemExit as exc:  # argparse
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
     except BaseException as exc:  # a traceback in real life

@@ -70,14 +70,14 @@ def test_planted_runtime_directory_is_refused(world, kind, fallback):
 
 def test_runtime_directory_of_another_owner_is_refused(world, monkeypatch):
     """No second uid can create files unprivileged, so the owner is what we fake
-    (os.getuid seen by nsshell.paths); the check is the real one."""
+    (posix.getuid seen by nsshell.paths); the check is the real one."""
     from nsshell import paths
     from nsshell.errors import UNSAFE, NsshellError
 
     d = world.root / "someone-elses"
     d.mkdir(mode=0o700)
     real_uid = os.getuid()
-    monkeypatch.setattr(paths.os, "getuid", lambda: real_uid + 1)
+    monkeypatch.setattr(paths.posix, "getuid", lambda: real_uid + 1)
     with pytest.raises(NsshellError) as info:
         paths.check_private_dir(str(d))
     assert info.value.code == UNSAFE
