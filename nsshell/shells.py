@@ -153,13 +153,20 @@ def template_path(shell):
 
 
 def cache_path(shell, cmd="vault", prompt=True):
-    """The file the README's rc line sources; its name follows the options."""
-    import os
+    """The file the README's rc line sources; its name follows the options.
 
-    from nsshell.paths import cache_dir
+    Found the way that line finds it, ${XDG_CACHE_HOME:-$HOME/.cache}, not
+    through nsshell.paths.cache_dir: inside a vault XDG_CACHE_HOME is the
+    vault's own (nsshell.inside.gui_state_env), so shells started there
+    source, and `nsshell init` refreshes, the vault's copy.  Written to the
+    host's cache instead, it was never found inside, and every shell a
+    `vault enter` started paid a Python start for the eval."""
+    from nsshell import paths
 
+    value = lightos.getenv("XDG_CACHE_HOME", "")
+    base = value if lightos.isabs(value) else lightos.join(paths.home(), ".cache")
     suffix = ("" if cmd == "vault" else f"-{cmd}") + ("" if prompt else "-noprompt")
-    return os.path.join(cache_dir(), f"init{suffix}.{shell}")
+    return lightos.join(base, "nsshell", f"init{suffix}.{shell}")
 
 
 def rc_line(shell, cmd="vault", prompt=True):

@@ -212,6 +212,34 @@ def test_rc_line_sources_the_cache_and_refreshes_it_when_stale(tmp_path, shell):
     assert start() == 2
 
 
+@pytest.mark.parametrize("shell", ["bash", "zsh"])
+def test_rc_line_inside_a_vault_sources_the_vaults_cache(vault, shell):
+    """Inside a vault XDG_CACHE_HOME is the vault's (GUI state, issue 11), and
+    that is where the rc line looks.  `nsshell init` once wrote the file to
+    the host's cache instead, so every shell started inside (each `vault
+    enter`) started Python for the eval: 20-25 ms each time."""
+    _need(shell)
+    log = vault.home / "runs"  # under HOME: the vault's /tmp is its own
+    bindir = vault.home / "bin"
+    bindir.mkdir()
+    (bindir / "nsshell").write_text(f'#!/bin/sh\necho run >> {log}\nexec {vault.exe} "$@"\n')
+    (bindir / "nsshell").chmod(0o755)
+    vault.open("taxes")
+    argv = [shell, "--norc", "-c"] if shell == "bash" else [shell, "-f", "-c"]
+    check = f"{shells.rc_line(shell)}\ntype __nsshell_enter >/dev/null && echo loaded"
+    env = {"PATH": f"{bindir}:{vault.env['PATH']}"}
+
+    def start():
+        result = vault.run("run", "taxes", "--", *argv, check, env=env, check=True)
+        assert (result.stdout, result.stderr) == ("loaded\n", "")
+        return log.read_text().count("run") if log.exists() else 0
+
+    assert start() == 1  # the vault's cache is empty: the eval ran nsshell, which wrote it
+    cache = vault.mountpoint("taxes") / ".nsshell" / "home" / ".cache" / "nsshell" / f"init.{shell}"
+    assert vault.run("run", "taxes", "--", "test", "-f", cache).returncode == 0  # seen from inside
+    assert start() == 1 and start() == 1  # then sourced: no Python in the shells that follow
+
+
 def test_rc_line_in_the_readme_is_the_one_nsshell_writes_for():
     readme = (REPO / "README.md").read_text()
     for shell in ("bash", "zsh"):
