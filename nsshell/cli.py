@@ -179,8 +179,7 @@ def _print_context(row):
             print("  network:    offline (own network namespace, loopback only)")
         shadows = by_kind.get("shadow", [])
         placeholders = [dest for dest, how in shadows if how.startswith("bind over an empty placeholder")]
-        done = [f"{dest}" + (f" ({how})" if how.startswith("environment") else "")
-                for dest, how in shadows if not how.startswith(("missing", "not "))]
+        done = [_shadow_entry(dest, how) for dest, how in shadows if not how.startswith(("missing", "not "))]
         _print_list("shadowed:", done or ["nothing"])
         if placeholders:
             _print_list("placeholders on the host (empty, made to bind over; removed at lock if untouched):",
@@ -207,6 +206,14 @@ def _print_context(row):
             print(f"  hidden:     {', '.join(settings['hide'])}")
     if row.get("dbus"):
         print(f"  d-bus:      {_BUS_WORDS.get(row['dbus'], row['dbus'])}")
+
+
+def _shadow_entry(dest, how):
+    """A shadowed path as status lists it, with what the user may need to know."""
+    if how.startswith("environment"):
+        return f"{dest} ({how})"
+    note = how.partition(" (")[2]  # "bind (the vault's copy was a symbolic link ...)": nsshell.plan
+    return f"{dest} ({note}" if note else dest
 
 
 _BUS_WORDS = {

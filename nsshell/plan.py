@@ -267,19 +267,37 @@ def _shadow(step):
         return f"not shadowed: {exc.strerror}"
     is_dir = stat.S_ISDIR(host.st_mode) if host else want_dir
     # The vault's copy exists from the first unlock on, so a program pointed
-    # at it by an environment variable finds its directory.
-    if is_dir:
-        _make_dir(source, 0o700)
-    else:
-        _make_dir(os.path.dirname(source), 0o700)
-        os.close(os.open(source, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600))
+    # at it by an environment variable finds its directory.  Looked up
+    # first: from the second unlock on it is there, and one lstat costs
+    # gocryptfs less than the mkdir and open(O_CREAT) that would find it.
+    try:
+        copy = os.lstat(source)
+    except FileNotFoundError:
+        copy = None
+    replaced = ""
+    if copy is not None and stat.S_ISLNK(copy.st_mode):
+        # Only something inside the vault can have put it there.  Bound, it
+        # would be followed: to a host file, where the state would leak, or
+        # to nothing, and then no unlock could ever succeed (ELOOP).  It is
+        # the vault's own copy of a tool's state: an empty one replaces it.
+        target = os.readlink(source)
+        os.unlink(source)
+        replaced = f" (the vault's copy was a symbolic link to {target}: replaced by an empty one)"
+        copy = None
+    if copy is None:
+        if is_dir:
+            _make_dir(source, 0o700)
+        else:
+            _make_dir(os.path.dirname(source), 0o700)
+            os.close(os.open(source, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600))
+        copy = os.stat(source)
     if host is None:
         variable = _env_for(step.dest)
         return f"environment {variable}" if variable else "missing on host: not shadowed"
-    if stat.S_ISDIR(os.stat(source).st_mode) != is_dir:
+    if stat.S_ISDIR(copy.st_mode) != is_dir:
         return "not shadowed: the vault's copy is of another type"
     kernel.bind_mount(source, step.dest)
-    return PLACEHOLDER_HOW if step.dest in _placeholders_made else "bind"
+    return (PLACEHOLDER_HOW if step.dest in _placeholders_made else "bind") + replaced
 
 
 # --- placeholders: paths in the list that the host lacks ---------------------------------

@@ -109,3 +109,36 @@ def test_write_then_rename_over_a_shadowed_file(vault):
     assert (world.home / ".irb_history").read_text() == "outer irb\n"
     assert scan([world.home], [canary], skip=[world.cipher_dir("taxes")]) == []
     assert not (mountpoint / "notes").exists()
+
+
+def test_a_symlink_planted_at_the_vaults_copy_is_replaced_not_followed(vault):
+    """Something inside the vault replaces the vault's copies of ~/.wget-hsts
+    (a file) and ~/.local/share/nano/ (a directory) with symbolic links to
+    host paths.  Bound at the next unlock, they would be followed: the
+    tool's state would go to the host, or (a file link, refused with ELOOP)
+    the vault could never be opened again.  The keeper replaces each link
+    with an empty copy, binds that, and status says so."""
+    world = vault
+    home = world.home
+    (home / ".wget-hsts").write_text("host hsts\n")
+    (home / ".local/share/nano").mkdir(parents=True)
+    outside_file, outside_dir = home / "outside-file", home / "outside-dir"
+    outside_file.write_text("outside\n")
+    outside_dir.mkdir()
+    world.open("taxes")
+    shadow_home = world.mountpoint("taxes") / ".nsshell" / "home"
+    world.inside("taxes", f"rm -rf {shadow_home}/.wget-hsts {shadow_home}/.local/share/nano && "
+                 f"ln -s {outside_file} {shadow_home}/.wget-hsts && ln -s {outside_dir} {shadow_home}/.local/share/nano")
+    world.run("lock", "taxes", "--force", check=True)
+    world.open("taxes")  # the unlock that binds the shadows again; held open for status below
+    token = secrets.token_hex(4)
+    world.inside("taxes", f"echo wget{token} >> ~/.wget-hsts; echo nano{token} > ~/.local/share/nano/search_history")
+    # Nothing reached the host through the links or past the shadows.
+    assert outside_file.read_text() == "outside\n" and os.listdir(outside_dir) == []
+    assert (home / ".wget-hsts").read_text() == "host hsts\n" and os.listdir(home / ".local/share/nano") == []
+    # Inside, the vault's own (new) copies hold what was written.
+    seen = world.inside("taxes", "cat ~/.wget-hsts ~/.local/share/nano/search_history").stdout
+    assert seen == f"wget{token}\nnano{token}\n"
+    status = world.run("status", "taxes", check=True).stdout
+    assert f"symbolic link to {outside_file}" in status and f"symbolic link to {outside_dir}" in status, status
+    assert scan([world.home, "/tmp", "/var/tmp"], [f"wget{token}", f"nano{token}"], skip=[world.cipher_dir("taxes")]) == []
