@@ -612,8 +612,12 @@ def in_child_user_namespace():
 
     The initial namespace maps the whole uid range; any user namespace a
     process of ours created maps a single uid.  Needs no privilege."""
-    with open("/proc/self/uid_map", encoding="ascii") as f:
-        return f.read().split() != ["0", "0", "4294967295"]
+    fd = posix.open("/proc/self/uid_map", posix.O_RDONLY | posix.O_CLOEXEC)
+    try:
+        mapping = posix.read(fd, 4096)  # bytes: a text file would load a codec on the hot path
+    finally:
+        posix.close(fd)
+    return mapping.split() != [b"0", b"0", b"4294967295"]
 
 
 def process_start_time(pid):
