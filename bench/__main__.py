@@ -30,6 +30,7 @@ from bench.timing import compare
 
 HERE = Path(__file__).resolve().parent
 SEED = HERE / "seed" / "nsrunenter"
+LEAST_CLIENT = HERE / "least_python_client.py"
 PASSPHRASE = "bench passphrase"
 
 
@@ -177,6 +178,7 @@ def bench_run(lab, rounds):
             ("nsenter -U -m -t PID true", ["/usr/bin/nsenter", "--preserve-credentials", "-U", "-m", "-t", str(seed_pid), "/bin/true"]),
             ("python -c pass", [python, "-c", "pass"]),
             ("python -S -c pass", [python, "-S", "-c", "pass"]),
+            ("least Python client (bench/least_python_client.py)", [python, "-S", str(LEAST_CLIENT), "v", "--", "true"]),
         ],
         rounds,
         lab.env,
@@ -187,7 +189,8 @@ def bench_run(lab, rounds):
         "1. A command in an open vault",
         samples,
         note="The seed script's vault is mounted the seed's way (unshare + daemonised gocryptfs); "
-        "`nsenter` joins that held namespace directly (the floor). `python -c pass` is the floor for any Python client.",
+        "`nsenter` joins that held namespace directly (the floor). `python -S -c pass` is the floor for any "
+        "Python client, and the last row the least one can do to join (one file, no checks).",
     )
 
 
