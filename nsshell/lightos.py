@@ -97,28 +97,20 @@ def normpath(path):
     return "/" + "/".join(parts) if path.startswith("/") else "/".join(parts) or "."
 
 
-def exists(path):
+def _file_type(path):
+    """The S_IFMT bits of what path leads to, or None if nothing is there."""
     try:
-        posix.stat(path)
+        return posix.stat(path).st_mode & 0o170000
     except (OSError, ValueError):
-        return False
-    return True
+        return None
+
+
+def exists(path):
+    return _file_type(path) is not None
 
 
 def isdir(path):
-    try:
-        mode = posix.stat(path).st_mode
-    except (OSError, ValueError):
-        return False
-    return mode & 0o170000 == 0o040000
-
-
-def isfile(path):
-    try:
-        mode = posix.stat(path).st_mode
-    except (OSError, ValueError):
-        return False
-    return mode & 0o170000 == 0o100000
+    return _file_type(path) == 0o040000
 
 
 # --- exec with a PATH search (os.execvpe) ----------------------------------------------------
@@ -137,10 +129,8 @@ def execvpe(file, args, env):
     for directory in (env.get("PATH") or DEFPATH).split(":"):
         try:
             posix.execve(join(directory or ".", file), args, raw_env)
-        except (FileNotFoundError, NotADirectoryError) as exc:
-            last = exc
         except OSError as exc:
             last = exc
-            if first_error is None:
+            if first_error is None and not isinstance(exc, (FileNotFoundError, NotADirectoryError)):
                 first_error = exc
     raise first_error if first_error is not None else last

@@ -281,3 +281,46 @@ def test_a_mistyped_vault_name_gets_did_you_mean(xdg):
         registry.get("holiday")
     assert "did you mean" not in far.value.message
     assert "nsshell create holiday" in far.value.message
+
+
+# --- nsshell.lightos: os and os.path for the hot path, without importing os ---------------
+
+
+@pytest.mark.parametrize("path", ["/a/b", "/a/b/", "a", "/", "//x", "/a//b", "", "a/b", "/a/./b/../c"])
+def test_lightos_paths_agree_with_posixpath(path):
+    import posixpath
+
+    from nsshell import lightos
+
+    assert lightos.dirname(path) == posixpath.dirname(path)
+    assert lightos.basename(path) == posixpath.basename(path)
+    assert lightos.isabs(path) == posixpath.isabs(path)
+    for rest in (("c",), ("/c",), ("c", ""), ("c", "d")):
+        assert lightos.join(path, *rest) == posixpath.join(path, *rest)
+    if path.startswith("/") and not path.startswith("//"):
+        assert lightos.abspath(path) == posixpath.abspath(path)
+
+
+def test_lightos_execvpe_reports_errors_as_os_does(tmp_path):
+    from nsshell import lightos
+
+    with pytest.raises(FileNotFoundError):
+        lightos.execvpe("no-such-command-nsshell", ["x"], {"PATH": str(tmp_path)})
+    (tmp_path / "not-executable").write_text("#!/bin/sh\n")
+    with pytest.raises(PermissionError):  # found, but not executable: that error, not "not found"
+        lightos.execvpe("not-executable", ["x"], {"PATH": f"/nonexistent:{tmp_path}:/usr/bin"})
+    child = os.fork()
+    if child == 0:  # the exec itself, with the PATH search and the environment
+        try:
+            lightos.execvpe("sh", ["sh", "-c", 'test "$NSSHELL_LIGHTOS" = ok'], {"PATH": "/nonexistent:/bin:/usr/bin",
+                                                                                  "NSSHELL_LIGHTOS": "ok"})
+        finally:
+            os._exit(99)
+    assert os.waitstatus_to_exitcode(os.waitpid(child, 0)[1]) == 0
+
+
+def test_lightos_environ_is_the_live_os_environ_once_os_is_loaded(monkeypatch):
+    from nsshell import lightos
+
+    monkeypatch.setenv("NSSHELL_LIGHTOS_PROBE", "changed")  # through os.environ, as code off the hot path does
+    assert lightos.getenv("NSSHELL_LIGHTOS_PROBE") == "changed"
