@@ -9,7 +9,8 @@ client, kernel, paths, shells, names, errors) import posix and this module,
 never os at module level; code off the path imports os where it needs it.
 tests/test_hot_path_imports.py keeps it so.
 
-The helpers follow os and posixpath for what nsshell passes them: str paths.
+The helpers follow os and posixpath for what nsshell passes them: str
+paths, or path-like objects that give one.
 """
 
 import posix
@@ -20,6 +21,7 @@ _decoded_environ = None
 
 
 def fsencode(path):
+    path = posix.fspath(path)
     return path if isinstance(path, bytes) else path.encode(_ENCODING, "surrogateescape")
 
 
@@ -49,8 +51,8 @@ def getenv(name, default=None):
 
 
 def join(first, *rest):
-    path = first
-    for part in rest:
+    path = posix.fspath(first)
+    for part in map(posix.fspath, rest):
         if part.startswith("/"):
             path = part
         elif not path or path.endswith("/"):
@@ -61,6 +63,7 @@ def join(first, *rest):
 
 
 def dirname(path):
+    path = posix.fspath(path)
     head = path[: path.rfind("/") + 1]
     if head and head != "/" * len(head):
         head = head.rstrip("/")
@@ -68,14 +71,15 @@ def dirname(path):
 
 
 def basename(path):
-    return path.rpartition("/")[2]
+    return posix.fspath(path).rpartition("/")[2]
 
 
 def isabs(path):
-    return path.startswith("/")
+    return posix.fspath(path).startswith("/")
 
 
 def abspath(path):
+    path = posix.fspath(path)
     if not isabs(path):
         path = join(posix.getcwd(), path)
     return normpath(path)

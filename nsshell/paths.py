@@ -17,7 +17,6 @@ import posix
 import stat
 
 from nsshell import lightos
-
 from nsshell.errors import FAILURE, UNSAFE, NsshellError
 
 

@@ -299,6 +299,11 @@ def test_lightos_paths_agree_with_posixpath(path):
         assert lightos.join(path, *rest) == posixpath.join(path, *rest)
     if path.startswith("/") and not path.startswith("//"):
         assert lightos.abspath(path) == posixpath.abspath(path)
+    if path:
+        from pathlib import PurePosixPath  # path-like objects, as os.path takes them
+
+        assert lightos.join(PurePosixPath(path), "c") == posixpath.join(PurePosixPath(path), "c")
+        assert lightos.dirname(PurePosixPath(path)) == posixpath.dirname(PurePosixPath(path))
 
 
 def test_lightos_execvpe_reports_errors_as_os_does(tmp_path):
