@@ -32,7 +32,7 @@ def _home_from_passwd():
 
 def _xdg(variable, default_below_home):
     # Inside a vault, sessions have the XDG data, cache and state homes
-    # pointed into the vault (nsshell.inside.gui_state_env); nsshell's own
+    # pointed into the vault (nsshell.stateenv.gui_state_env); nsshell's own
     # files stay where the host keeps them.
     value = lightos.getenv("NSSHELL_HOST_" + variable) or lightos.getenv(variable, "")
     # The spec says relative paths are invalid and must be ignored.

@@ -44,7 +44,7 @@ import sys
 import time
 
 from nsshell import kernel, paths, sessionbus
-from nsshell.inside import DCONF_PROFILE_NAME, TOOL_STATE_ENV, shadow_home
+from nsshell.stateenv import DCONF_PROFILE_NAME, TOOL_STATE_ENV, shadow_home
 
 # What programs of a Debian desktop and developer install write under HOME
 # that tells what was done (histories, recent files, thumbnails, allowed

@@ -37,7 +37,7 @@ service_environment() is the one place that decides it.
 import os
 
 from nsshell import kernel, paths
-from nsshell.inside import GUI_STATE_XDG, gui_state_env
+from nsshell.stateenv import GUI_STATE_XDG, gui_state_env
 
 SOCKET_NAME = "bus"
 CONFIG_NAME = "bus.conf"
@@ -76,7 +76,7 @@ def service_environment(environ, spec):
 def extra_environment(spec, environ):
     """Variables the vault's context sets for its services, as it does for
     sessions: the XDG data, cache and state homes in the vault, and the
-    vault's dconf profile (nsshell.inside.gui_state_env), so that
+    vault's dconf profile (nsshell.stateenv.gui_state_env), so that
     dconf-service writes the same database the programs inside read.
     The vault's private /tmp needs no TMPDIR: it is simply not passed on."""
     names = ["HOME", "XDG_DATA_DIRS", *(variable for variable, _ in GUI_STATE_XDG)]

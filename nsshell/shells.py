@@ -157,7 +157,7 @@ def cache_path(shell, cmd="vault", prompt=True):
 
     Found the way that line finds it, ${XDG_CACHE_HOME:-$HOME/.cache}, not
     through nsshell.paths.cache_dir: inside a vault XDG_CACHE_HOME is the
-    vault's own (nsshell.inside.gui_state_env), so shells started there
+    vault's own (nsshell.stateenv.gui_state_env), so shells started there
     source, and `nsshell init` refreshes, the vault's copy.  Written to the
     host's cache instead, it was never found inside, and every shell a
     `vault enter` started paid a Python start for the eval."""

@@ -301,7 +301,7 @@ def _imported(importtime_stderr):
             if line.startswith("import time:") and line.count("|") == 2} - {"imported package"}
 
 
-HOT_PATH_MODULES = ("nsshell.entry", "nsshell.inside", "nsshell.client", "nsshell.kernel", "nsshell.paths",
+HOT_PATH_MODULES = ("nsshell.entry", "nsshell.inside", "nsshell.stateenv", "nsshell.client", "nsshell.kernel", "nsshell.paths",
                     "nsshell.shells")
 
 

@@ -329,3 +329,40 @@ def test_lightos_environ_is_the_live_os_environ_once_os_is_loaded(monkeypatch):
 
     monkeypatch.setenv("NSSHELL_LIGHTOS_PROBE", "changed")  # through os.environ, as code off the hot path does
     assert lightos.getenv("NSSHELL_LIGHTOS_PROBE") == "changed"
+
+
+def test_nsshell_modules_import_each_other_without_a_cycle():
+    """Every `import` between nsshell's modules, lazy ones inside functions
+    included, as a graph: it has no cycle.  (plan and sessionbus, on the
+    holder's side, once imported the client's nsshell.inside, which imports
+    nsshell.unlock, which imports the holder.)"""
+    import ast
+    from pathlib import Path
+
+    package = Path(__file__).resolve().parent.parent / "nsshell"
+    modules = {path.stem for path in package.glob("*.py")}
+    edges = {}
+    for path in package.glob("*.py"):
+        targets = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module == "nsshell":
+                targets |= {alias.name for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("nsshell."):
+                targets.add(node.module.split(".")[1])
+            elif isinstance(node, ast.Import):
+                targets |= {alias.name.split(".")[1] for alias in node.names if alias.name.startswith("nsshell.")}
+        edges[path.stem] = (targets & modules) - {path.stem}
+    assert len(edges) > 20 and edges["entry"] >= {"cli", "inside"}  # the graph was read
+
+    def cycle_from(start, trail):
+        for target in sorted(edges[start]):
+            if target in trail:
+                return trail[trail.index(target):] + [target]
+            found = cycle_from(target, trail + [target])
+            if found:
+                return found
+        return None
+
+    for module in sorted(edges):
+        cycle = cycle_from(module, [module])
+        assert cycle is None, " -> ".join(cycle)

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from nsshell import inside, plan, registry
+from nsshell import plan, registry, stateenv
 from nsshell.errors import NsshellError
 
 
@@ -116,7 +116,7 @@ def test_unknown_defaults_key_is_named(tmp_path, monkeypatch):
 def test_environment_inside():
     env = {"TMPDIR": "/home/u/tmp", "LESSHISTFILE": "-", "VIMINIT": "source ~/my.vim", "TMUX": "/tmp/tmux-1/default,1,0",
            "PYTHONSTARTUP": "/home/u/.pystartup"}
-    inside.tool_state_env(env, "/v/t", private_tmp=True)
+    stateenv.tool_state_env(env, "/v/t", private_tmp=True)
     assert env["TMPDIR"] == "/tmp"
     assert env["LESSHISTFILE"] == "-"  # switched off by the user: stays off
     assert env["SQLITE_HISTORY"] == "/v/t/.nsshell/home/.sqlite_history"
@@ -127,16 +127,16 @@ def test_environment_inside():
     assert env["NSSHELL_OUTER_PYTHONSTARTUP"] == "/home/u/.pystartup"
     assert env["PYTHONSTARTUP"].endswith("nsshell/python_startup.py") and os.path.exists(env["PYTHONSTARTUP"])
     # A second join (a nested run) keeps the user's own settings, not ours twice.
-    inside.tool_state_env(env, "/v/t", private_tmp=True)
+    stateenv.tool_state_env(env, "/v/t", private_tmp=True)
     assert env["VIMINIT"] == "set viminfofile=/v/t/.nsshell/home/.viminfo | source ~/my.vim"
     assert env["NSSHELL_OUTER_PYTHONSTARTUP"] == "/home/u/.pystartup"
     assert env["PATH"].count(wrappers) == 1
     for tmpdir, expected in (("/tmp", "/tmp"), ("/var/tmp/", "/var/tmp/"), ("/v/t/tmp", "/v/t/tmp"), ("/tmp/x", "/tmp")):
         env = {"TMPDIR": tmpdir}
-        inside.tool_state_env(env, "/v/t", private_tmp=True)
+        stateenv.tool_state_env(env, "/v/t", private_tmp=True)
         assert env["TMPDIR"] == expected, tmpdir
     env = {"TMPDIR": "/home/u/tmp", "TMUX": "x"}
-    inside.tool_state_env(env, "/v/t", private_tmp=False)
+    stateenv.tool_state_env(env, "/v/t", private_tmp=False)
     assert env["TMPDIR"] == "/home/u/tmp" and env["TMUX"] == "x"  # no private /tmp to point at
     assert "PATH" not in env  # and the servers outside are reachable: no wrappers
 

@@ -1,7 +1,7 @@
 """The user's own fonts stay usable inside a vault (issue 11: "the host's
 theme and fonts").  Sessions' XDG_DATA_HOME lies in the vault; fontconfig
 finds ~/.local/share/fonts through XDG_DATA_DIRS, where
-nsshell.inside.gui_state_env puts the host's data home first.  Real
+nsshell.stateenv.gui_state_env puts the host's data home first.  Real
 fontconfig, real vault; without that entry fc-list does not list the font."""
 
 import secrets

@@ -3,12 +3,12 @@ session environment and the plan's dconf steps."""
 
 import os
 
-from nsshell import inside, paths, plan
+from nsshell import paths, plan, stateenv
 
 
 def test_gui_state_environment():
     env = {"HOME": "/home/u", "XDG_DATA_HOME": "/home/u/data"}
-    inside.gui_state_env(env, "/v/t")
+    stateenv.gui_state_env(env, "/v/t")
     assert env["XDG_DATA_HOME"] == "/v/t/.nsshell/home/.local/share"
     assert env["XDG_CACHE_HOME"] == "/v/t/.nsshell/home/.cache"
     assert env["XDG_STATE_HOME"] == "/v/t/.nsshell/home/.local/state"
@@ -19,7 +19,7 @@ def test_gui_state_environment():
     assert env["XDG_DATA_DIRS"] == "/home/u/data:/usr/local/share:/usr/share"
     assert "DCONF_PROFILE" not in env  # no profile written (the keeper writes it)
     # A run started from inside keeps the host's values, not the vault's.
-    inside.gui_state_env(env, "/v/t")
+    stateenv.gui_state_env(env, "/v/t")
     assert env["NSSHELL_HOST_XDG_DATA_HOME"] == "/home/u/data"
     assert env["XDG_DATA_DIRS"] == "/home/u/data:/usr/local/share:/usr/share"
 
