@@ -3,7 +3,10 @@
 Exit codes are part of the interface: scripts and the shell integrations
 branch on them.  ``run`` and ``enter`` otherwise exit with the command's own
 status, like env(1); 126/127 mean the command could not be started.
+exit_code_of() is where a command's errors become that line and code.
 """
+
+import sys
 
 OK = 0
 FAILURE = 1  # something went wrong that fits no finer code
@@ -48,8 +51,6 @@ def from_line(text):
 
 def report(message):
     """The one line every error ends as: "nsshell: <message>" on stderr."""
-    import sys
-
     sys.stderr.write(f"nsshell: {message}\n")
 
 
@@ -58,8 +59,6 @@ def exit_code_of(action):
     NsshellError into its one line and code, Ctrl-C into 130, and a reader
     of stdout that went away (`nsshell doctor | head -2`) into a quiet
     SIGPIPE status, as cat(1) does."""
-    import sys
-
     try:
         try:
             code = action()
@@ -86,7 +85,6 @@ def exit_code_of(action):
 
 def _stdout_reader_gone():
     import select
-    import sys
 
     poller = select.poll()
     poller.register(sys.stdout.fileno(), 0)
