@@ -461,6 +461,14 @@ class Keeper:
                 self.refresh_sessions()
             except Exception as exc:  # pragma: no cover - /proc unreadable
                 _log(f"cannot list the vault's processes ({exc!r})")
+        # The log goes with the runtime files at lock: the next unlock tells why.
+        from nsshell import lockreason
+
+        try:
+            detail = lockreason.without_names_inside(problem, self.mountpoint)
+            lockreason.record(self.name, self.spec["runtime_dir"], lockreason.DISPLACED, detail)
+        except OSError as exc:
+            _log(f"cannot record why {self.name!r} locked: {exc}")
         self.lock_and_exit()
 
     # The private session bus (nsshell.sessionbus).

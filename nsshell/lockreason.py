@@ -8,6 +8,8 @@ writes one line on the terminal of each session it is about to hang up
 (``nsshell: vault 'taxes' locked: the screen was locked``), and leaves
 ``NAME.reason`` (0600, in the private runtime directory) for whoever opens
 the vault next: ``nsshell enter/run/open`` print it once and remove it.
+The keeper leaves one too when it locks because the mountpoint stopped
+leading to the vault (DISPLACED, below), with what it found.
 
 Imported by the keeper and on the unlock path: only ``os`` and ``time``.
 """
@@ -27,15 +29,36 @@ REASONS = {
 }
 
 
+# Not a word a LOCK request can carry: the keeper's own verdict when the
+# mountpoint stopped leading to the vault (nsshell.holder, Keeper.displaced),
+# recorded with what it found.  Its sessions are killed at once, with no
+# time to write on their terminals, so the next unlock is where it is told.
+DISPLACED = "displaced"
+DISPLACED_TEXT = "its mountpoint stopped leading to the vault ({detail}), so its sessions were ended at once"
+
 # Reasons left in NAME.reason for the next unlock: the locks nobody asked for.
-RECORDED = frozenset(REASONS) - {"forced"}
+RECORDED = (frozenset(REASONS) - {"forced"}) | {DISPLACED}
 
 
 def reason_path(name, base):
     return os.path.join(base, f"{name}.reason")
 
 
-def describe(word, idle_seconds=0):
+def without_names_inside(text, mountpoint):
+    """text cut at the first path below mountpoint (to "MOUNTPOINT/..."):
+    NAME.reason lies in the host's runtime directory, readable by every
+    process of the user while the vault is locked, and must name nothing
+    inside the vault.  The keeper's texts end with such a path ("something
+    is mounted inside the vault at PATH"), so nothing of it is lost but the
+    name."""
+    inside = mountpoint.rstrip("/") + "/"
+    at = text.find(inside)
+    return text if at < 0 else text[: at + len(inside)] + "..."
+
+
+def describe(word, idle_seconds=0, detail=""):
+    if word == DISPLACED:
+        return DISPLACED_TEXT.replace("{detail}", detail or "see its log")
     text = REASONS.get(word, word)
     return text.replace("{idle}", _duration(idle_seconds))
 
@@ -48,33 +71,39 @@ def _duration(seconds):
     return f"{seconds}s"
 
 
-def record(name, base, word):
-    """Leave NAME.reason: '<unix time> <word>'."""
+def record(name, base, word, detail=""):
+    """Leave NAME.reason: '<unix time> <word>[ <detail>]', one line."""
     from nsshell.paths import create_private_file
 
     path = reason_path(name, base)
     tmp = f"{path}.tmp"
+    line = f"{int(time.time())} {word}" + (f" {detail}" if detail else "")
     fd = create_private_file(tmp)  # never written through a planted symlink or file
     try:
-        os.write(fd, f"{int(time.time())} {word}\n".encode())
+        os.write(fd, line.replace("\n", " ").encode()[:MAX_RECORD - 1] + b"\n")
     finally:
         os.close(fd)
     os.replace(tmp, path)
 
 
+MAX_RECORD = 4096  # bytes of NAME.reason: a detail names paths
+
+
 def take(name, base):
-    """(unix time, word) from NAME.reason, which is removed; None if there is none."""
+    """(unix time, word, detail) from NAME.reason, which is removed; None if
+    there is none."""
     path = reason_path(name, base)
     try:
         with open(path, "rb") as f:
-            raw = f.read(256)
+            raw = f.read(MAX_RECORD)
         os.unlink(path)
     except OSError:
         return None
-    when, _, word = raw.decode(errors="replace").strip().partition(" ")
-    if not when.isdigit() or word not in REASONS:
+    when, _, rest = raw.decode(errors="replace").strip().partition(" ")
+    word, _, detail = rest.partition(" ")
+    if not when.isdigit() or word not in RECORDED:
         return None
-    return int(when), word
+    return int(when), word, detail
 
 
 def tell_terminals(pids, line):

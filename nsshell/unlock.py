@@ -293,14 +293,14 @@ def ensure_open(name, source=None, hold=False):
 
 
 def _say_why_it_locked(vault, base):
-    """Once, after an auto-lock (nsshell.lockreason): why the vault was locked."""
+    """Once, after a lock nobody asked for (nsshell.lockreason): why the vault was locked."""
     from nsshell import lockreason
 
     found = lockreason.take(vault.name, base)
     if found is not None:
-        when, word = found
+        when, word, detail = found
         clock = time.strftime("%H:%M", time.localtime(when))
-        why = lockreason.describe(word, vault.idle_lock)
+        why = lockreason.describe(word, vault.idle_lock, detail)
         sys.stderr.write(f"nsshell: vault {vault.name!r} was locked at {clock}: {why}\n")
 
 

@@ -185,9 +185,19 @@ def _a_dead_pid():
 def test_lock_reason_is_taken_once(tmp_path):
     lockreason.record("v", str(tmp_path), "screen-lock")
     assert oct((tmp_path / "v.reason").stat().st_mode & 0o777) == "0o600"
-    when, word = lockreason.take("v", str(tmp_path))
-    assert word == "screen-lock" and lockreason.describe(word) == "the screen was locked"
+    when, word, detail = lockreason.take("v", str(tmp_path))
+    assert word == "screen-lock" and detail == "" and lockreason.describe(word) == "the screen was locked"
     assert lockreason.take("v", str(tmp_path)) is None
+    # The keeper's own verdict carries what it found, on one line.
+    lockreason.record("v", str(tmp_path), lockreason.DISPLACED, "/h/Vaults/v was moved\non the host")
+    when, word, detail = lockreason.take("v", str(tmp_path))
+    assert (word, detail) == ("displaced", "/h/Vaults/v was moved on the host")
+    assert "stopped leading to the vault (/h/Vaults/v was moved on the host)" in lockreason.describe(word, 0, detail)
+    # What it records names nothing inside the vault: NAME.reason is on the host.
+    found = "something is mounted inside the vault at /h/Vaults/v/clients/acme corp/2025"
+    assert lockreason.without_names_inside(found, "/h/Vaults/v") == "something is mounted inside the vault at /h/Vaults/v/..."
+    assert lockreason.without_names_inside("/h/Vaults/v was moved", "/h/Vaults/v") == "/h/Vaults/v was moved"
+    assert lockreason.without_names_inside("/h/Vaults/vx/a moved", "/h/Vaults/v") == "/h/Vaults/vx/a moved"
     assert lockreason.describe("idle", 1800) == "nothing used it for 30m"
 
 

@@ -78,7 +78,9 @@ def writer_loop(world, mp):
 
 
 def vault_locked(world):
-    return not world.holder_pids() and not world.runtime_files()
+    """No holder, and no runtime file but NAME.reason, which a lock the user
+    did not ask for leaves for the next unlock (nsshell.lockreason)."""
+    return not world.holder_pids() and not [f for f in world.runtime_files() if not f.endswith(".reason")]
 
 
 def wait_locked(world, timeout=30.0):
@@ -133,10 +135,20 @@ def test_moving_the_mountpoint_on_the_host_ends_the_sessions_and_locks(world, ho
         if writer.poll() is None:
             writer.kill()
             writer.wait()
-    # Nothing was lost: the next unlock finds the log in the vault.
+    # Nothing was lost: the next unlock finds the log in the vault, and says
+    # once why the vault locked (the keeper's log went with the lock).
     if how == "move":
         os.rmdir(moved)
-    assert world.inside("taxes", f"test -s {mp}/log && echo kept").stdout == "kept\n"
+    again = world.inside("taxes", f"test -s {mp}/log && echo kept")
+    assert again.stdout == "kept\n"
+    assert "nsshell: vault 'taxes' was locked at " in again.stderr, again.stderr
+    # What the keeper saw first: a move is only seen as one; an rmdir also
+    # detaches the mount, and either watch may report it.
+    moved_text = f"{mp} or one of its parent directories was moved or deleted on the host"
+    seen = [moved_text] if how == "move" else [moved_text, "the vault was unmounted"]
+    assert any(f"its mountpoint stopped leading to the vault ({what}), so its sessions were ended" in again.stderr
+               for what in seen), again.stderr
+    assert "was locked" not in world.inside("taxes", "true").stderr  # once
 
 
 def test_a_rename_and_recreate_race_leaves_a_measured_window(world):
@@ -212,8 +224,12 @@ def test_a_bind_mount_inside_the_vault_locks_it(world):
     decoy = world.home / "decoy"
     decoy.mkdir()
     hand_join(world, "bind", decoy, f"{mp}/docs")
-    world.inside("taxes", f"echo secret > {mp}/docs/leak.txt")
+    again = world.inside("taxes", f"echo secret > {mp}/docs/leak.txt")
     assert os.listdir(decoy) == [] and host_files(mp) == []
+    # The next unlock says why, without naming anything inside the vault
+    # (NAME.reason waited on the host while the vault was locked).
+    assert "was locked at" in again.stderr and f"mounted inside the vault at {mp}/...)" in again.stderr, again.stderr
+    assert "docs" not in again.stderr
     assert keeper_gone(keeper), "the covered vault kept serving"
     assert world.inside("taxes", f"cat {mp}/docs/leak.txt").stdout == "secret\n"
 
