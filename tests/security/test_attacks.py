@@ -25,6 +25,7 @@ from reliability import (
     fsck,
     assert_nothing_left,
     keeper_status,
+    leftovers,
     my_pids,
     record,
     state_record,
@@ -194,6 +195,15 @@ def test_raw_join_on_the_socket_is_the_join_path(world):
     assert "UNMOUNTED" not in probe.stdout and SECRET in probe.stdout
 
 
+def _locked_with_its_reason(world):
+    """The keeper locked (nothing of it is left, nothing mounted), leaving
+    only NAME.reason, which the next unlock prints once."""
+    wait_for(lambda: not world.holder_pids() and world.runtime_files() == ["taxes.reason"],
+             what=f"the vault to lock; left: {world.holder_pids()} {world.runtime_files()}")
+    left = leftovers(world, "taxes")
+    assert not any(value for key, value in left.items() if key != "runtime_files"), left
+
+
 def test_a_vault_unmounted_from_inside_locks_itself(world):
     """A joined process can unmount the vault inside its namespace before it
     execs.  The keeper sees its mount go, ends the sessions and locks: the
@@ -202,8 +212,11 @@ def test_a_vault_unmounted_from_inside_locks_itself(world):
     world.create("taxes")
     mp = _open_with_secret(world)
     assert _raw_join(world, mp, "umount")["secret"] == SECRET
+    _locked_with_its_reason(world)
+    again = world.inside("taxes", f"cat {mp}/secret.txt")
+    assert again.stdout == SECRET
+    assert "its mountpoint stopped leading to the vault (" in again.stderr, again.stderr  # told once, here
     assert_nothing_left(world, "taxes")
-    assert world.inside("taxes", f"cat {mp}/secret.txt").stdout == SECRET
 
 
 def test_a_vault_covered_from_inside_locks_itself(world):
@@ -217,9 +230,12 @@ def test_a_vault_covered_from_inside_locks_itself(world):
     decoy = world.home / "decoy"
     decoy.mkdir()
     _raw_join(world, mp, f"cover={decoy}")
-    assert_nothing_left(world, "taxes")
+    _locked_with_its_reason(world)
     result = world.run("run", "taxes", "--", "sh", "-c", f"echo leaked > {mp}/leak.txt", input="")
-    assert_one_line_error(result)  # locked: no passphrase here, so nothing starts
+    # First the line that says why it locked, then: locked, no passphrase here, so nothing starts.
+    told, _, error = result.stderr.partition("\n")
+    assert "its mountpoint stopped leading to the vault (" in told, result.stderr
+    assert_one_line_error(subprocess.CompletedProcess(result.args, result.returncode, result.stdout, error))
     assert os.listdir(decoy) == [] and os.listdir(mp) == []  # nothing reached the disk
     # The data is intact and the next unlock works.
     assert world.inside("taxes", f"cat {mp}/secret.txt").stdout == SECRET
