@@ -148,6 +148,19 @@ def assert_one_line_error(result):
     assert result.stderr.count("\n") == 1, result.stderr
 
 
+def end_processes(processes):
+    """End a test's helper processes (bus daemons, mocks, X programs), the
+    last started first: SIGTERM, then SIGKILL after 10 s."""
+    for proc in reversed(processes):
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
 def wait_for(predicate, timeout=30.0, interval=0.02, what="condition"):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -14,6 +14,7 @@ import time
 import pytest
 
 from conftest import need_program as need
+from reliability import end_processes
 
 DBUSMOCK_PYTHON = "/usr/bin/python3"
 MOCK = "org.freedesktop.DBus.Mock"
@@ -27,7 +28,7 @@ BUS_CONFIG = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Config
 <busconfig>
   <type>session</type>
   <listen>unix:path={socket}</listen>
-  <auth>EXTERNAL</auth>
+  <auth>EXTERNAL</auth>{servicedirs}
   <policy context="default">
     <allow send_destination="*" eavesdrop="true"/>
     <allow eavesdrop="true"/>
@@ -35,6 +36,13 @@ BUS_CONFIG = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Config
   </policy>
 </busconfig>
 """
+
+
+def bus_config(socket, host_services=False):
+    """A test session bus listening at socket; with host_services it also
+    activates what /usr/share/dbus-1/services offers, as a desktop's does."""
+    servicedirs = "\n  <standard_session_servicedirs/>" if host_services else ""
+    return BUS_CONFIG.format(socket=socket, servicedirs=servicedirs)
 
 
 def need_dbusmock():
@@ -64,7 +72,7 @@ class Bus:
         self.address = f"unix:path={self.socket}"
         config = os.path.join(directory, f"{label}.conf")
         with open(config, "w") as f:
-            f.write(BUS_CONFIG.format(socket=self.socket))
+            f.write(bus_config(self.socket))
         self.processes = []
         self.daemon = self.start(["dbus-daemon", f"--config-file={config}", "--nofork"])
         # The socket file appears at bind(), before the daemon listens: wait
@@ -115,14 +123,7 @@ class Bus:
         self.call(destination, path, MOCK, "EmitSignal", "sssav", (interface, member, signature, variants))
 
     def stop(self):
-        for proc in reversed(self.processes):
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+        end_processes(self.processes)
 
 
 def _split_signature(signature):

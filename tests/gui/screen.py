@@ -12,23 +12,8 @@ import shutil
 import subprocess
 import time
 
-# A session bus like a desktop's: it activates what /usr/share/dbus-1/services
-# offers (dconf-service, evince's daemon), so programs outside behave as on
-# a real desktop.  Its socket lies in bus_directory (the caller chooses).
-HOST_BUS_CONFIG = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <type>session</type>
-  <listen>unix:path={socket}</listen>
-  <auth>EXTERNAL</auth>
-  <standard_session_servicedirs/>
-  <policy context="default">
-    <allow send_destination="*" eavesdrop="true"/>
-    <allow eavesdrop="true"/>
-    <allow own="*"/>
-  </policy>
-</busconfig>
-"""
+from desktop.buses import bus_config
+from reliability import end_processes
 
 GUI_PROGRAMS = ("Xvfb", "xdotool", "xclip", "dbus-daemon", "gsettings", "mousepad", "evince", "okular", "notify-send", "import")
 
@@ -87,7 +72,9 @@ class Desktop:
         self.bus_socket = os.path.join(self.bus_directory, "bus")
         config = os.path.join(self.directory, "host-bus.conf")
         with open(config, "w") as f:
-            f.write(HOST_BUS_CONFIG.format(socket=self.bus_socket))
+            # A session bus like a desktop's: it activates what the host offers
+            # (dconf-service, evince's daemon), so programs outside behave as on one.
+            f.write(bus_config(self.bus_socket, host_services=True))
         self.bus_address = f"unix:path={self.bus_socket}"
         self.bus = self.start(["dbus-daemon", f"--config-file={config}", "--nofork"])
         self.env["DBUS_SESSION_BUS_ADDRESS"] = self.bus_address
@@ -149,21 +136,7 @@ class Desktop:
                        check=True, timeout=120, capture_output=True)
 
     def stop(self):
-        for proc in reversed(self.processes):
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
-        if self.xvfb is not None and self.xvfb.poll() is None:
-            self.xvfb.terminate()
-            try:
-                self.xvfb.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.xvfb.kill()
-                self.xvfb.wait()
+        end_processes(([self.xvfb] if self.xvfb is not None else []) + self.processes)  # Xvfb last
 
 
 def missing_programs():
